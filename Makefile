@@ -1,0 +1,44 @@
+# Two commands matter: `make reproduce` and `make test`. Both create .venv when absent.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+export MPLBACKEND ?= Agg
+
+.PHONY: install test test-fast reproduce ablations paper bench clean-runs
+
+# torch is pinned to the CPU wheel (an unpinned torch pulls gigabytes of CUDA packages);
+# requirements.lock pins every other package to the versions this project is tested with.
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -c requirements.lock -e ".[test,browser]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow and not browser" $(PYTEST_ARGS)
+
+reproduce: $(STAMP)
+	$(BIN)/ckdlab notebooks --profile quick
+
+ablations: $(STAMP)
+	$(BIN)/ckdlab notebooks --profile quick --only 05
+
+paper: $(STAMP)
+	$(BIN)/accelerate launch -m ckdlab.cli notebooks --profile paper
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_ckd.py
+
+clean-runs:
+	rm -rf runs results notebooks/executed

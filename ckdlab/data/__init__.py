@@ -1,0 +1,65 @@
+"""Data: GLUE task registry, readers, metrics and batching.
+
+    from ckdlab.data import load_task, tokenize_dataset, make_dataloader, compute_metrics
+"""
+from .collate import (
+    DynamicPaddingCollator,
+    LengthGroupedSampler,
+    SeededShuffleSampler,
+    make_dataloader,
+    tokenize_dataset,
+)
+from .glue import (
+    HUB_DATASET,
+    DataFormatError,
+    DataNotFoundError,
+    find_glue_file,
+    hub_to_task_dataset,
+    load_task,
+    read_glue_tsv,
+    take_subset,
+    task_features,
+)
+from .metrics import (
+    accuracy,
+    average_ranks,
+    binary_f1,
+    compute_metrics,
+    glue_score,
+    matthews_corrcoef,
+    pearson_corr,
+    spearman_corr,
+)
+from .paths import candidate_roots, find_local
+from .tasks import TASKS, SplitSpec, TaskSpec, get_task
+
+__all__ = [
+    "TASKS",
+    "HUB_DATASET",
+    "DataFormatError",
+    "DataNotFoundError",
+    "DynamicPaddingCollator",
+    "LengthGroupedSampler",
+    "SeededShuffleSampler",
+    "SplitSpec",
+    "TaskSpec",
+    "accuracy",
+    "average_ranks",
+    "binary_f1",
+    "candidate_roots",
+    "compute_metrics",
+    "find_glue_file",
+    "find_local",
+    "get_task",
+    "glue_score",
+    "hub_to_task_dataset",
+    "load_task",
+    "make_dataloader",
+    "matthews_corrcoef",
+    "pearson_corr",
+    "read_glue_tsv",
+    "spearman_corr",
+    "take_subset",
+    "task_features",
+    "tokenize_dataset",
+]

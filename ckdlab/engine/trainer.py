@@ -1,0 +1,422 @@
+"""The training loop, on Hugging Face Accelerate.
+
+One loop serves fine-tuning and distillation: :class:`Trainer` fine-tunes with cross-entropy
+(MSE for regression); :class:`ckdlab.engine.distill.Distiller` overrides :meth:`compute_terms`.
+
+What the loop does, in order: seeds everything; tokenises once (dynamic padding per batch);
+AdamW with linear warm-up/decay (no decay on biases and LayerNorm); gradient clipping;
+evaluation every ``eval_every`` steps (or each epoch) with the best-on-dev model saved through
+``save_pretrained``; a checkpoint (``accelerator.save_state`` + loop state) every ``save_every``
+steps and at the end, from which ``train(resume=True)`` continues after an interruption;
+tidy CSV and TensorBoard logs; a NaN/inf guard naming the loss term and step.
+
+It can also be driven one step at a time (:meth:`step`) so that a notebook widget can run it
+without blocking the kernel and change loss weights between steps (:meth:`set_weight`).
+
+``accelerate launch --num_processes N -m ckdlab.cli finetune ...`` runs it on N GPUs, and
+``--mixed_precision bf16`` (or ``TrainConfig.mixed_precision``) switches precision; no code
+changes are needed for either.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, set_seed
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_linear_schedule_with_warmup
+
+from ckdlab.data import (
+    DynamicPaddingCollator,
+    LengthGroupedSampler,
+    compute_metrics,
+    get_task,
+    load_task,
+    tokenize_dataset,
+)
+from ckdlab.engine.config import TrainConfig
+from ckdlab.engine.logger import RunLogger
+from ckdlab.io import atomic_directory, atomic_write_json
+
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+STATE_FILE = "trainer_state.json"
+
+
+class Callback:
+    """Hooks called by the loop; override what you need."""
+
+    def on_step_end(self, trainer: "Trainer", step: int, logs: dict[str, float]) -> None: ...
+
+    def on_evaluate(self, trainer: "Trainer", step: int, metrics: dict[str, float]) -> None: ...
+
+    def on_train_end(self, trainer: "Trainer", summary: dict[str, Any]) -> None: ...
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss term became NaN or inf; the message names the term and the step."""
+
+
+class Trainer:
+    """Fine-tune ``model`` on ``task`` (see the module docstring)."""
+
+    default_weights: dict[str, float] = {"ce": 1.0}
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        task: str | Any,
+        config: TrainConfig | None = None,
+        out_dir: str | Path | None = None,
+        data_dir: str | Path | None = None,
+        train_dataset=None,
+        dev_datasets: dict[str, Any] | None = None,
+        weights: dict[str, float] | None = None,
+        callbacks: Iterable[Callback] = (),
+        accelerator: Accelerator | None = None,
+    ) -> None:
+        self.config = config or TrainConfig()
+        self.task = get_task(task) if isinstance(task, str) else task
+        self.model = model
+        self.tokenizer = tokenizer
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.data_dir = data_dir
+        self.weights = dict(self.default_weights)
+        if weights:
+            self._check_weight_names(weights)
+            self.weights.update(weights)
+        self.callbacks = list(callbacks)
+        self.accelerator = accelerator or Accelerator(
+            mixed_precision=self.config.mixed_precision,
+            dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=self.config.seed),
+        )
+        self.logger = RunLogger(self.out_dir or ".", enabled=self.out_dir is not None and self.accelerator.is_main_process)
+        self._train_dataset = train_dataset
+        self._dev_datasets = dev_datasets
+        self.global_step = 0
+        self.epoch = 0
+        self.batches_into_epoch = 0
+        self.best_score = -math.inf
+        self.best_step: int | None = None
+        self.history: list[dict[str, Any]] = []
+        self.stop_requested = False
+        self.last_eval_step: int | None = None
+        self._is_setup = False
+        self._iterator = None
+        
+    # ----------------------------------------------------------------- data and setup
+    def _train_split(self):
+        if self._train_dataset is not None:
+            return self._train_dataset
+        return load_task(self.task.name, "train", data_dir=self.data_dir, limit=self.config.train_limit, seed=self.config.seed)
+
+    def _dev_splits(self) -> dict[str, Any]:
+        if self._dev_datasets is not None:
+            return self._dev_datasets
+        splits = {"dev": "dev"} if self.task.name != "mnli" else {"dev_matched": "dev_matched", "dev_mismatched": "dev_mismatched"}
+        return {
+            key: load_task(self.task.name, split, data_dir=self.data_dir, limit=self.config.dev_limit, seed=self.config.seed)
+            for key, split in splits.items()
+        }
+
+    def trainable_modules(self) -> list[torch.nn.Module]:
+        """Modules whose parameters the optimiser updates (a distiller adds projections)."""
+        return [self.model]
+
+    def setup(self) -> None:
+        if self._is_setup:
+            return
+        cfg = self.config
+        set_seed(cfg.seed)
+        collator = DynamicPaddingCollator(self.tokenizer)
+        train = tokenize_dataset(self._train_split(), self.tokenizer, self.task, max_length=cfg.max_length)
+        self.train_size = len(train)
+        if cfg.group_by_length:
+            lengths = [len(ids) for ids in train["input_ids"]]
+            sampler = LengthGroupedSampler(lengths, cfg.batch_size, seed=cfg.seed)
+            train_loader = DataLoader(train, batch_size=cfg.batch_size, sampler=sampler, collate_fn=collator)
+        else:
+            train_loader = DataLoader(train, batch_size=cfg.batch_size, shuffle=True, collate_fn=collator)
+        self.steps_per_epoch = math.ceil(len(train_loader) / self.accelerator.num_processes)
+        self.total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * self.steps_per_epoch))
+        dev_loaders = {
+            name: DataLoader(tokenize_dataset(ds, self.tokenizer, self.task, max_length=cfg.max_length), batch_size=cfg.eval_batch_size, shuffle=False, collate_fn=collator)
+            for name, ds in self._dev_splits().items()
+        }
+        modules = self.trainable_modules()
+        decay, no_decay = [], []
+        for module in modules:
+            for name, param in module.named_parameters():
+                if not param.requires_grad:
+                    continue
+                (no_decay if param.ndim < 2 or "LayerNorm" in name or name.endswith(".bias") else decay).append(param)
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr
+        )
+        scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * self.total_steps), self.total_steps)
+        prepared = self.accelerator.prepare(*modules, optimizer, train_loader, scheduler, *dev_loaders.values())
+        n = len(modules)
+        self._prepared_modules = list(prepared[:n])
+        self.model = self._prepared_modules[0]
+        self.optimizer, self.train_loader, self.scheduler = prepared[n : n + 3]
+        self.dev_loaders = dict(zip(dev_loaders, prepared[n + 3 :]))
+        self._after_setup()
+        self._is_setup = True
+
+    def _after_setup(self) -> None:
+        """Hook for subclasses (e.g. a distiller moves its teacher to the device here)."""
+
+    # ----------------------------------------------------------------- the loss
+    def model_inputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: batch[k] for k in MODEL_INPUTS if k in batch}
+
+    def compute_terms(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Unweighted loss terms for one batch; fine-tuning has only cross-entropy (or MSE)."""
+        logits = self.model(**self.model_inputs(batch)).logits
+        return {"ce": task_loss(logits, batch["labels"], self.task.is_regression)}
+
+    def set_weight(self, name: str, value: float) -> None:
+        """Change one loss weight; it applies from the next step and is recorded in the run log."""
+        self._check_weight_names({name: value})
+        old = self.weights.get(name)
+        if old == value:
+            return
+        self.weights[name] = float(value)
+        self.logger.log_event(self.global_step, "set_weight", name=name, old=old, new=float(value))
+        self.history.append({"step": self.global_step, "event": "set_weight", "name": name, "old": old, "new": float(value)})
+
+    def _check_weight_names(self, weights: dict[str, float]) -> None:
+        unknown = set(weights) - set(self.available_terms())
+        if unknown:
+            raise ValueError(f"unknown loss term(s) {sorted(unknown)}; this run has: {sorted(self.available_terms())}")
+        bad = {k: v for k, v in weights.items() if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0)}
+        if bad:
+            raise ValueError(f"loss weights must be finite and >= 0, got {bad}")
+
+    def available_terms(self) -> tuple[str, ...]:
+        return tuple(self.default_weights)
+
+    # ----------------------------------------------------------------- stepping
+    def _epoch_iterator(self, skip: int = 0):
+        self.train_loader.set_epoch(self.epoch)
+        loader = self.accelerator.skip_first_batches(self.train_loader, skip) if skip else self.train_loader
+        return iter(loader)
+
+    def _next_batch(self) -> dict[str, torch.Tensor]:
+        # Starting an epoch's iterator draws a base seed from the global RNG (lazily, at the first
+        # next()); isolating data loading keeps the dropout stream identical in a straight run and
+        # after a resume. Batches never need the global RNG: their order is seeded per epoch.
+        with torch.random.fork_rng(devices=[]):
+            if self._iterator is None:
+                self._iterator = self._epoch_iterator(skip=self.batches_into_epoch)
+            try:
+                batch = next(self._iterator)
+            except StopIteration:
+                self.epoch += 1
+                self.batches_into_epoch = 0
+                self._iterator = self._epoch_iterator()
+                batch = next(self._iterator)
+        self.batches_into_epoch += 1
+        return batch
+
+    def step(self) -> dict[str, float]:
+        """One optimisation step; returns the logged values (terms, total loss, lr)."""
+        self.setup()
+        for module in self._prepared_modules:
+            module.train()
+        batch = self._next_batch()
+        with self.accelerator.autocast():
+            terms = self.compute_terms(batch)
+        for name, value in terms.items():
+            if not torch.isfinite(value).all():
+                raise NonFiniteLossError(
+                    f"loss term '{name}' is {value.item()} at step {self.global_step + 1}; lower the learning rate or "
+                    f"the weight of '{name}', or check the inputs of this batch"
+                )
+        loss = sum(self.weights.get(name, 0.0) * value for name, value in terms.items())
+        self.accelerator.backward(loss)
+        if self.config.max_grad_norm:
+            params = [p for m in self._prepared_modules for p in m.parameters()]
+            self.accelerator.clip_grad_norm_(params, self.config.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.global_step += 1
+        logs = {name: float(value.detach()) for name, value in terms.items()}
+        logs["loss"] = float(loss.detach())
+        logs["lr"] = self.scheduler.get_last_lr()[0]
+        if self.global_step % max(1, self.config.log_every) == 0 or self.global_step == 1:
+            self.logger.log_train(self.global_step, self.fractional_epoch, logs)
+        for callback in self.callbacks:
+            callback.on_step_end(self, self.global_step, logs)
+        return logs
+
+    @property
+    def fractional_epoch(self) -> float:
+        return self.epoch + self.batches_into_epoch / max(1, self.steps_per_epoch)
+
+    # ----------------------------------------------------------------- evaluation
+    @torch.no_grad()
+    def predict(self, loader: DataLoader) -> tuple[np.ndarray, np.ndarray]:
+        self.model.eval()
+        preds, labels = [], []
+        for batch in loader:
+            with self.accelerator.autocast():
+                logits = self.model(**self.model_inputs(batch)).logits
+            logits, batch_labels = self.accelerator.gather_for_metrics((logits.float(), batch["labels"]))
+            preds.append(logits.cpu().numpy())
+            labels.append(batch_labels.cpu().numpy())
+        return np.concatenate(preds), np.concatenate(labels)
+
+    def evaluate(self) -> dict[str, float]:
+        """Metrics on every dev split; keys are ``<split>_<metric>`` when there are several splits."""
+        self.setup()
+        metrics: dict[str, float] = {}
+        for split, loader in self.dev_loaders.items():
+            preds, labels = self.predict(loader)
+            if self.task.is_regression:
+                preds = preds.squeeze(-1)
+            split_metrics = compute_metrics(self.task.name, preds, labels)
+            self.logger.log_eval(self.global_step, self.fractional_epoch, split, split_metrics)
+            prefix = "" if len(self.dev_loaders) == 1 else f"{split}_"
+            metrics.update({f"{prefix}{k}": float(v) for k, v in split_metrics.items()})
+        first = next(iter(self.dev_loaders))
+        headline_key = self.task.headline if len(self.dev_loaders) == 1 else f"{first}_{self.task.headline}"
+        metrics["score"] = metrics[headline_key]
+        for callback in self.callbacks:
+            callback.on_evaluate(self, self.global_step, metrics)
+        return metrics
+
+    # ----------------------------------------------------------------- checkpoints
+    def unwrapped_model(self) -> PreTrainedModel:
+        return self.accelerator.unwrap_model(self.model)
+
+    def save_model(self, directory: str | Path) -> Path:
+        """``save_pretrained`` of the model and tokenizer, atomically (main process only)."""
+        directory = Path(directory)
+        if self.accelerator.is_main_process:
+            with atomic_directory(directory) as tmp:
+                self.unwrapped_model().save_pretrained(tmp)
+                self.tokenizer.save_pretrained(tmp)
+        self.accelerator.wait_for_everyone()
+        return directory
+
+    def _loop_state(self) -> dict[str, Any]:
+        return {
+            "global_step": self.global_step,
+            "epoch": self.epoch,
+            "batches_into_epoch": self.batches_into_epoch,
+            "best_score": self.best_score,
+            "best_step": self.best_step,
+            "weights": self.weights,
+            "total_steps": self.total_steps,
+        }
+
+    def save_checkpoint(self) -> Path:
+        assert self.out_dir is not None, "checkpoints need an out_dir"
+        path = self.out_dir / "checkpoint"
+        with atomic_directory(path) as tmp:
+            self.accelerator.save_state(str(tmp))
+            atomic_write_json(tmp / STATE_FILE, self._loop_state())
+        return path
+
+    def load_checkpoint(self) -> bool:
+        """Restore model, optimiser, scheduler, RNG and loop state; False when there is none."""
+        if self.out_dir is None or not (self.out_dir / "checkpoint" / STATE_FILE).exists():
+            return False
+        self.setup()
+        path = self.out_dir / "checkpoint"
+        self.accelerator.load_state(str(path))
+        state = json.loads((path / STATE_FILE).read_text())
+        self.global_step, self.epoch = state["global_step"], state["epoch"]
+        self.batches_into_epoch = state["batches_into_epoch"]
+        self.best_score = state["best_score"] if state["best_score"] is not None else -math.inf
+        self.best_step = state["best_step"]
+        self.weights.update(state["weights"])
+        self._iterator = None
+        self.logger.truncate_after(self.global_step)
+        self.logger.log_event(self.global_step, "resumed", checkpoint=str(path))
+        return True
+
+    # ----------------------------------------------------------------- the whole run
+    def _maybe_evaluate(self, force: bool = False) -> dict[str, float] | None:
+        every = self.config.eval_every
+        end_of_epoch = self.batches_into_epoch >= self.steps_per_epoch
+        due = (every and self.global_step % every == 0) or (not every and end_of_epoch)
+        if not (due or force):
+            return None
+        metrics = self.evaluate()
+        self.last_eval_step = self.global_step
+        if metrics["score"] > self.best_score:
+            self.best_score, self.best_step = metrics["score"], self.global_step
+            if self.out_dir is not None:
+                self.save_model(self.out_dir / "best")
+                atomic_write_json(self.out_dir / "best_metrics.json", {"step": self.global_step, **metrics})
+        return metrics
+
+    def train(self, resume: bool = False, stop_after: int | None = None) -> dict[str, Any]:
+        """Run to ``total_steps`` (or ``stop_after`` more steps); returns a summary dict.
+
+        With ``resume=True`` a checkpoint in ``out_dir`` is loaded first and the run continues
+        exactly where it stopped (same batches, same learning rate, same RNG state).
+        """
+        self.setup()
+        if resume:
+            self.load_checkpoint()
+        start = time.perf_counter()
+        target = self.total_steps if stop_after is None else min(self.total_steps, self.global_step + stop_after)
+        progress = tqdm(
+            total=self.total_steps, initial=self.global_step, desc=f"{self.task.name}", disable=not (self.config.progress and self.accelerator.is_local_main_process), leave=False
+        )
+        last_metrics: dict[str, float] | None = None
+        while self.global_step < target and not self.stop_requested:
+            logs = self.step()
+            progress.update(1)
+            progress.set_postfix(loss=f"{logs['loss']:.4f}")
+            metrics = self._maybe_evaluate()
+            last_metrics = metrics or last_metrics
+            if self.out_dir is not None and self.config.save_every and self.global_step % self.config.save_every == 0:
+                self.save_checkpoint()
+        progress.close()
+        finished = self.global_step >= self.total_steps
+        if finished and self.last_eval_step != self.global_step:
+            last_metrics = self._maybe_evaluate(force=True)
+        if self.out_dir is not None:
+            self.save_checkpoint()
+        summary = {
+            "task": self.task.name,
+            "steps": self.global_step,
+            "total_steps": self.total_steps,
+            "finished": finished,
+            "train_examples": self.train_size,
+            "best_step": self.best_step,
+            "best_score": self.best_score,
+            "headline_metric": self.task.headline,
+            "final_metrics": last_metrics,
+            "wall_time_s": time.perf_counter() - start,
+        }
+        if self.out_dir is not None and self.accelerator.is_main_process:
+            best = self.out_dir / "best_metrics.json"
+            if best.exists():
+                summary["best_metrics"] = json.loads(best.read_text())
+            atomic_write_json(self.out_dir / "summary.json", summary)
+        self.logger.close()
+        for callback in self.callbacks:
+            callback.on_train_end(self, summary)
+        return summary
+
+
+def task_loss(logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> torch.Tensor:
+    """Cross-entropy for classification; MSE on the single output for regression."""
+    if regression:
+        return torch.nn.functional.mse_loss(logits.squeeze(-1).float(), labels.float())
+    return torch.nn.functional.cross_entropy(logits.float(), labels.long())
+

@@ -1,0 +1,18 @@
+"""Model zoo: backbones (offline embedded, tiny, hub), student builders, size and latency."""
+from ckdlab.models.backbones import EMBEDDED_NAMES, load_backbone, load_tokenizer, minilm_path
+from ckdlab.models.size import count_parameters, measure_latency
+from ckdlab.models.students import build_student, describe, fresh_student, layer_subset_student, select_layers
+
+__all__ = [
+    "EMBEDDED_NAMES",
+    "build_student",
+    "count_parameters",
+    "describe",
+    "fresh_student",
+    "layer_subset_student",
+    "load_backbone",
+    "load_tokenizer",
+    "measure_latency",
+    "minilm_path",
+    "select_layers",
+]
