@@ -212,3 +212,152 @@ def save_table(frame: pd.DataFrame, name: str, profile: str = "quick") -> Path:
     from ckdlab.io import atomic_write_frame
 
     return atomic_write_frame(results_dir() / profile / f"{name}.csv", frame)
+
+
+# --------------------------------------------------------------------------- distillation
+_TEACHER_CACHES: dict[tuple, Any] = {}
+
+
+def student_dir(task: str, student: str, method: str, profile: str = "quick", seed: int = 0) -> Path:
+    safe = lambda s: "".join(c if c.isalnum() or c in "-_." else "_" for c in s)  # noqa: E731
+    return runs_dir() / profile / "students" / get_task(task).name / safe(student) / safe(method) / f"seed{seed}"
+
+
+def _load_teacher(task: str, teacher: str | Path | None, profile: str, data_dir: str | Path | None):
+    from ckdlab.models import load_backbone
+
+    spec = get_task(task)
+    path = Path(teacher) if teacher else ensure_teacher(spec.name, profile, data_dir=data_dir)
+    return path, *load_backbone(path, num_labels=spec.num_labels)
+
+
+def make_distiller(
+    task: str,
+    student: str = "layers:0,2,4",
+    objective: str = "ckd+kd",
+    weights: dict[str, float] | None = None,
+    teacher: str | Path | None = None,
+    profile: str = "quick",
+    temperature: float | None = None,
+    layer_map: str | list[tuple[int, int]] = "uniform",
+    student_init: str = "bert",
+    objective_options: dict[str, Any] | None = None,
+    out_dir: str | Path | None = None,
+    data_dir: str | Path | None = None,
+    seed: int = 0,
+    callbacks: Iterable[Any] = (),
+    cache_teacher: bool = True,
+    **overrides: Any,
+):
+    """A ready :class:`~ckdlab.engine.distill.Distiller` (not yet trained).
+
+    ``teacher`` is a fine-tuned model folder (default: the profile's teacher for ``task``, trained
+    first when absent). ``student`` is a builder spec (``layers:0,2,4``, ``config:L4-H256-A4-I1024``)
+    applied to the teacher, or a folder with a saved student.
+    """
+    from ckdlab.engine.distill import Distiller
+    from ckdlab.models import build_student, load_backbone
+
+    spec = get_task(task)
+    prof = load_profile(profile)
+    teacher_path, teacher_model, tokenizer = _load_teacher(spec.name, teacher, prof["name"], data_dir)
+    student_tokenizer = tokenizer
+    if Path(str(student)).exists():
+        student_model, student_tokenizer = load_backbone(student, num_labels=spec.num_labels)
+    else:
+        student_model = build_student(teacher_model, student, num_labels=spec.num_labels, init=student_init, seed=seed)
+    config = profile_config(prof, "distill", spec.name, seed=seed, **overrides)
+    temperature = temperature if temperature is not None else float(prof.get("distill", {}).get("temperature", 1.0))
+    cache_key = (str(Path(teacher_path).resolve()), spec.name, seed, config.train_limit, config.max_length)
+    cached = _TEACHER_CACHES.get(cache_key) if cache_teacher else None
+    distiller = Distiller(
+        teacher_model, student_model, student_tokenizer, spec, objective=objective, weights=weights,
+        temperature=temperature, layer_map=layer_map, objective_options=objective_options, config=config,
+        out_dir=out_dir, data_dir=data_dir, callbacks=callbacks, teacher_tokenizer=tokenizer,
+        cache_teacher=cache_teacher,
+    )
+    needed = {t for t, _ in distiller.layer_map} if "hidden_states" in distiller._needs(distiller.objectives) else set()
+    if cached is not None and (not needed or needed <= set(cached.layers)):
+        distiller.teacher_cache = cached
+    distiller.teacher_path = teacher_path
+    distiller.cache_key = cache_key
+    return distiller
+
+
+def distill(
+    task: str,
+    student: str = "layers:0,2,4",
+    objective: str = "ckd+kd",
+    weights: dict[str, float] | None = None,
+    teacher: str | Path | None = None,
+    profile: str = "quick",
+    method: str | None = None,
+    student_name: str | None = None,
+    out_dir: str | Path | None = None,
+    seed: int = 0,
+    resume: bool = True,
+    record: bool = True,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """Distil the profile's (or the given) teacher into ``student`` and record the run.
+
+    ``method`` and ``student_name`` label the run in tables (default: the objective and spec).
+    Other keyword arguments go to :func:`make_distiller` (temperature, layer_map, data_dir,
+    objective_options, student_init, and training overrides such as epochs or lr).
+    """
+    spec = get_task(task)
+    method = method or objective
+    student_name = student_name or student
+    out = Path(out_dir) if out_dir else student_dir(spec.name, student_name, method, profile, seed)
+    start = time.perf_counter()
+    distiller = make_distiller(spec.name, student=student, objective=objective, weights=weights, teacher=teacher,
+                               profile=profile, out_dir=out, seed=seed, **kwargs)
+    summary = distiller.train(resume=resume)
+    if distiller.teacher_cache is not None:
+        _TEACHER_CACHES[distiller.cache_key] = distiller.teacher_cache
+    size = model_size(distiller.unwrapped_model())
+    row = {
+        "kind": "distill",
+        "profile": load_profile(profile)["name"],
+        "task": spec.name,
+        "teacher": str(distiller.teacher_path),
+        "student": student_name,
+        "student_spec": student,
+        "method": method,
+        "objective": objective,
+        "weights": dict(distiller.weights),
+        "temperature": distiller.temperature,
+        "layer_map": distiller.layer_map,
+        "seed": seed,
+        "config": distiller.config.to_dict(),
+        "train_examples": summary["train_examples"],
+        "metrics": {k: v for k, v in summary.get("best_metrics", {}).items() if k != "step"},
+        "score": summary["best_score"],
+        "out_dir": str(out),
+        "wall_time_s": time.perf_counter() - start,
+        **size,
+    }
+    if record:
+        record_run(row, results_dir())
+    return row
+
+
+def distill_grid(
+    tasks: Iterable[str],
+    students: dict[str, str],
+    methods: dict[str, dict[str, Any]],
+    profile: str = "quick",
+    seeds: Iterable[int] = (0,),
+    **kwargs: Any,
+) -> pd.DataFrame:
+    """Every task x student x method x seed; ``methods`` maps a label to distill() keyword arguments
+    (e.g. ``{"CKD + KD": {"objective": "ckd+kd"}}``). Returns a tidy frame, one row per run."""
+    rows = []
+    for task in tasks:
+        for seed in seeds:
+            for student_name, student_spec in students.items():
+                for method, options in methods.items():
+                    row = distill(task, student=student_spec, student_name=student_name, method=method, profile=profile,
+                                  seed=seed, **{**kwargs, **options})
+                    rows.append({k: row[k] for k in ("task", "student", "method", "seed", "score", "params", "latency_ms", "wall_time_s")})
+    return pd.DataFrame(rows)

@@ -59,6 +59,21 @@ class RunLogger:
         with (self.out_dir / "events.jsonl").open("a", encoding="utf-8") as handle:
             handle.write(json.dumps({"step": step, "event": event, **details}, default=str) + "\n")
 
+    def reset(self) -> None:
+        """A fresh run in an existing folder starts with empty logs (never mixes two runs)."""
+        if not self.enabled:
+            return
+        import shutil
+
+        for name in ("train_log.csv", "eval_log.csv", "events.jsonl"):
+            (self.out_dir / name).unlink(missing_ok=True)
+        if self._tb is not None:
+            self._tb.close()
+            shutil.rmtree(self.out_dir / "tb", ignore_errors=True)
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(log_dir=str(self.out_dir / "tb"))
+
     def truncate_after(self, step: int) -> None:
         """On resume, drop rows logged after the checkpoint so logs never hold a step twice."""
         for name, key in (("train_log.csv", "step"), ("eval_log.csv", "step")):

@@ -138,6 +138,9 @@ class Trainer:
         set_seed(cfg.seed)
         collator = DynamicPaddingCollator(self.tokenizer)
         train = tokenize_dataset(self._train_split(), self.tokenizer, self.task, max_length=cfg.max_length)
+        # Each batch carries its rows so that per-example caches (teacher outputs) can be looked up.
+        train = train.add_column("row", list(range(len(train))))
+        self.train_tokenized = train
         self.train_size = len(train)
         if cfg.group_by_length:
             lengths = [len(ids) for ids in train["input_ids"]]
@@ -369,8 +372,9 @@ class Trainer:
         exactly where it stopped (same batches, same learning rate, same RNG state).
         """
         self.setup()
-        if resume:
-            self.load_checkpoint()
+        resumed = self.load_checkpoint() if resume else False
+        if not resumed and self.global_step == 0:
+            self.logger.reset()
         start = time.perf_counter()
         target = self.total_steps if stop_after is None else min(self.total_steps, self.global_step + stop_after)
         progress = tqdm(

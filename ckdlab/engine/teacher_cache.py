@@ -1,0 +1,99 @@
+"""Teacher outputs computed once per training set, so epochs and ablations skip the teacher.
+
+Logits are always cached (N x C floats). Hidden states of the *mapped* teacher layers are cached
+when they fit ``budget_bytes`` (stored per example, trimmed to its length, so dynamic padding and a
+new batch composition every epoch still work). The teacher runs in eval mode, so its outputs are
+deterministic and the cache is exact, not an approximation.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Sequence
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+@dataclass
+class TeacherCache:
+    logits: torch.Tensor  # [N, C]
+    hidden: list[torch.Tensor] | None  # per example [n_layers, len_i, d]
+    layers: tuple[int, ...]  # teacher hidden-state indices held in ``hidden``
+    n_hidden_states: int
+
+    @staticmethod
+    def estimate_bytes(lengths: Sequence[int], n_layers: int, width: int, dtype: torch.dtype = torch.float32) -> int:
+        return int(sum(lengths)) * n_layers * width * torch.finfo(dtype).bits // 8
+
+    @classmethod
+    @torch.no_grad()
+    def build(
+        cls,
+        teacher: torch.nn.Module,
+        dataset,
+        collator,
+        layers: Sequence[int],
+        batch_size: int = 64,
+        budget_bytes: int = 2 * 1024**3,
+        progress: bool = True,
+    ) -> "TeacherCache":
+        """Run the teacher once over ``dataset`` (tokenised, in row order)."""
+        lengths = [len(ids) for ids in dataset["input_ids"]]
+        width = teacher.config.hidden_size
+        keep_hidden = bool(layers) and cls.estimate_bytes(lengths, len(layers), width) <= budget_bytes
+        device = next(teacher.parameters()).device
+        was_training = teacher.training
+        teacher.eval()
+        loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collator)
+        logits, hidden = [], [] if keep_hidden else None
+        # iter(DataLoader) draws from the global RNG; building a cache must not shift the student's
+        # dropout stream, or cached and uncached runs of the same seed would differ.
+        with torch.random.fork_rng(devices=[]):
+            batches = list(loader)
+        for batch in tqdm(batches, desc="teacher cache", disable=not progress, leave=False):
+            inputs = {k: batch[k].to(device) for k in MODEL_INPUTS if k in batch}
+            out = teacher(**inputs, output_hidden_states=keep_hidden)
+            logits.append(out.logits.float().cpu())
+            if keep_hidden:
+                stacked = torch.stack([out.hidden_states[i].float() for i in layers], dim=1).cpu()  # [B, n, L, d]
+                for example, length in zip(stacked, batch["attention_mask"].sum(dim=1).tolist()):
+                    hidden.append(example[:, : int(length)].clone())
+        teacher.train(was_training)
+        return cls(
+            logits=torch.cat(logits),
+            hidden=hidden,
+            layers=tuple(layers) if keep_hidden else (),
+            n_hidden_states=teacher.config.num_hidden_layers + 1,
+        )
+
+    @property
+    def has_hidden(self) -> bool:
+        return self.hidden is not None
+
+    def lookup(self, rows: torch.Tensor, attention_mask: torch.Tensor) -> SimpleNamespace:
+        """Teacher outputs for a batch: ``.logits`` and ``.hidden_states`` (a tuple over all teacher
+        hidden-state indices; uncached indices are ``None``), padded to the batch's length.
+
+        Examples are assumed right-padded, as the collator does for BERT tokenizers.
+        """
+        device = attention_mask.device
+        rows_list = rows.tolist()
+        logits = self.logits[rows_list].to(device)
+        hidden_states = None
+        if self.has_hidden:
+            batch, length = attention_mask.shape
+            width = self.hidden[0].shape[-1]
+            padded = torch.zeros(len(self.layers), batch, length, width)
+            for b, row in enumerate(rows_list):
+                example = self.hidden[row]
+                padded[:, b, : example.shape[1]] = example
+            padded = padded.to(device)
+            states: list[torch.Tensor | None] = [None] * self.n_hidden_states
+            for j, index in enumerate(self.layers):
+                states[index] = padded[j]
+            hidden_states = tuple(states)
+        return SimpleNamespace(logits=logits, hidden_states=hidden_states, qkv=None)
