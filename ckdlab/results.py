@@ -117,7 +117,7 @@ class ResultsTable:
         return "\n".join(lines)
 
     def to_latex(self) -> str:
-        frame = self.formatted(bold=("\\textbf{", "}")).replace({"±": "$\\pm$"}, regex=True)
+        frame = self.formatted(bold=("\\textbf{", "}")).map(lambda text: text.replace("±", "$\\pm$"))
         return frame.to_latex(escape=False)
 
     def _repr_markdown_(self) -> str:
