@@ -6,6 +6,7 @@
     ckdlab teachers --profile quick            # fine-tune (or reuse) every profile teacher
     ckdlab table    --kind distill             # a paper-style table from results/records
     ckdlab notebooks --profile quick           # execute the notebooks headless (make reproduce)
+    ckdlab zero-shot --profile quick --languages en,de,sw   # notebook 04's zero-shot table
     ckdlab info                                # models, tasks, where data is found
 
 Several GPUs: ``accelerate launch -m ckdlab.cli finetune ...``. Errors in the input print one
@@ -106,6 +107,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default="quick", choices=["smoke", "quick", "paper"])
     p.add_argument("--only", default=None, help="comma-separated notebook name prefixes, e.g. 01,03")
     p.add_argument("--out", default="notebooks/executed")
+    p.add_argument("--param", action="append", default=[], help="extra notebook parameter name=value (e.g. grid=full); repeatable")
+
+    p = sub.add_parser("paper", help="run every configs/paper distillation (GPU work; use accelerate launch)")
+    p.add_argument("--tasks", default=None, help="comma-separated (default: every paper config)")
+    p.add_argument("--dry-run", action="store_true", help="build every run with tiny stand-ins and take one step (CPU check)")
+    p.add_argument("--data-dir", default=None)
+
+    p = sub.add_parser("zero-shot", help="zero-shot cross-lingual transfer: teacher + settings (a)-(d), per-language table")
+    p.add_argument("--profile", default="quick", help="smoke | quick | paper (configs/profiles/multilingual.yaml) or a YAML file")
+    p.add_argument("--task", default="xnli", help="xnli | sentiment")
+    p.add_argument("--languages", default=None, help="comma-separated, e.g. en,de,sw (default: the profile's)")
+    p.add_argument("--settings", default="a,b,c,d", help="a: pre-training KD, b: fine-tuning KD, c: both, d: none")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--seed", type=int, default=0)
 
     sub.add_parser("info", help="embedded models, tasks and where data is found")
     return parser
@@ -155,8 +170,22 @@ def _dispatch(args: argparse.Namespace) -> int:
         from ckdlab.reproduce import run_notebooks
 
         only = args.only.split(",") if args.only else None
-        for row in run_notebooks(args.profile, only=only, out_dir=Path(args.out)):
+        parameters = {}
+        for item in args.param:
+            name, sep, value = item.partition("=")
+            if not sep or not name:
+                raise ValueError(f"--param '{item}' must look like name=value, e.g. grid=full")
+            parameters[name] = value
+        for row in run_notebooks(args.profile, only=only, out_dir=Path(args.out), parameters=parameters):
             print(f"{row['notebook']}: {row['seconds']:.0f} s")
+    elif args.command == "zero-shot":
+        languages = args.languages.split(",") if args.languages else None
+        result = api.zero_shot(args.profile, task=args.task, languages=languages, settings=args.settings.split(","),
+                               seed=args.seed, data_dir=args.data_dir)
+        print((result.table * 100).round(1).to_string())
+    elif args.command == "paper":
+        tasks = args.tasks.split(",") if args.tasks else None
+        print(api.paper_runs(tasks, dry_run=args.dry_run, data_dir=args.data_dir).to_string(index=False))
     elif args.command == "info":
         print(json.dumps(api.info(), indent=2, default=str))
     return 0
