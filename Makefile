@@ -32,10 +32,10 @@ reproduce: $(STAMP)
 	$(BIN)/ckdlab notebooks --profile quick
 
 ablations: $(STAMP)
-	$(BIN)/ckdlab notebooks --profile quick --only 05
+	$(BIN)/ckdlab notebooks --profile quick --only 05 --param grid=full
 
 paper: $(STAMP)
-	$(BIN)/accelerate launch -m ckdlab.cli notebooks --profile paper
+	$(BIN)/accelerate launch -m ckdlab.cli paper
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_ckd.py

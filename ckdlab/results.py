@@ -138,7 +138,8 @@ def table(
 
     ``average`` adds an 'avg' column: per seed the mean over the tasks present, then mean ± std
     over seeds (only for rows that have every column, so averages are comparable).
-    Rows are sorted so that those with the same first key (e.g. the student size) stay together.
+    Rows with the same first key (the student) stay together, ordered by model size (largest
+    first) when the runs carry a ``params`` column, else by name; ``row_order`` overrides both.
     """
     rows = [rows] if isinstance(rows, str) else list(rows)
     if runs.empty:
@@ -162,5 +163,13 @@ def table(
         order = [r for r in row_order if r in mean.index]
         mean, std, count = mean.loc[order], std.loc[order], count.loc[order]
     else:
-        mean, std, count = mean.sort_index(), std.sort_index(), count.sort_index()
+        keys = list(mean.index)
+        if "params" in data.columns and data["params"].notna().any():
+            # Group rows by the first key (the student) and put the largest student first.
+            size = data.groupby(rows[0])["params"].mean()
+            first = (lambda k: k[0]) if len(rows) > 1 else (lambda k: k)
+            keys.sort(key=lambda k: (-size.get(first(k), 0), str(k)))
+        else:
+            keys.sort(key=str)
+        mean, std, count = mean.loc[keys], std.loc[keys], count.loc[keys]
     return ResultsTable(mean=mean, std=std.reindex_like(mean), count=count.reindex_like(mean).fillna(0), scale=scale, digits=digits)

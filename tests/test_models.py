@@ -123,3 +123,12 @@ def test_regression_head_and_latency():
 def test_unknown_model_gives_a_clear_error():
     with pytest.raises(OSError, match="Could not load 'no-such-model-xyz'"):
         load_backbone("no-such-model-xyz")
+
+
+def test_layer_subset_of_an_encoder_without_pooler():
+    from transformers import BertModel
+
+    config = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=4, num_attention_heads=2, intermediate_size=32)
+    encoder = BertModel(config, add_pooling_layer=False)
+    student = build_student(encoder, "layers:1,3")
+    assert torch.equal(student.encoder.layer[1].output.dense.weight, encoder.encoder.layer[3].output.dense.weight)

@@ -76,3 +76,12 @@ def test_cli_table_and_info(tmp_path, capsys, monkeypatch):
     assert main(["info"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert "minilm-l6" in info["models"] and "sst2" in info["tasks"]
+
+
+def test_rows_are_grouped_by_student_size(tmp_path):
+    for student, params in (("small", 10), ("big", 100), ("mid", 50)):
+        for method in ("KD", "CKD"):
+            record_run({"kind": "distill", "task": "sst2", "student": student, "method": method, "seed": 0,
+                        "score": 0.5, "params": params, "metrics": {}}, tmp_path)
+    result = table(load_runs(tmp_path), average=False)
+    assert [k[0] for k in result.mean.index] == ["big", "big", "mid", "mid", "small", "small"]

@@ -287,7 +287,7 @@ class Trainer:
             preds, labels = self.predict(loader)
             if self.task.is_regression:
                 preds = preds.squeeze(-1)
-            split_metrics = compute_metrics(self.task.name, preds, labels)
+            split_metrics = compute_metrics(self.task, preds, labels)
             self.logger.log_eval(self.global_step, self.fractional_epoch, split, split_metrics)
             prefix = "" if len(self.dev_loaders) == 1 else f"{split}_"
             metrics.update({f"{prefix}{k}": float(v) for k, v in split_metrics.items()})

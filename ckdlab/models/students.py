@@ -110,6 +110,9 @@ def layer_subset_student(teacher: PreTrainedModel, layers: list[int], num_labels
         if source_key in source:
             new_state[key] = source[source_key].detach().clone()
     missing, _ = student.load_state_dict(new_state, strict=False)
+    # An encoder without a pooler (e.g. me5-small) gives a student whose fresh pooler is unused.
+    teacher_has_pooler = any(key.startswith(f"{prefix}pooler.") for key in source)
+    missing = [k for k in missing if teacher_has_pooler or not k.startswith(f"{prefix}pooler.")]
     _check_missing(missing, allow_head=not head_kept)
     return student
 
