@@ -48,3 +48,12 @@ def test_notebook_03_smoke(tmp_path):
     assert len(table) == 1 + 2 * 3  # header + 2 students x 3 methods
     assert (tmp_path / "figures" / "smoke" / "03_ckd_scores.png").exists()
     assert (tmp_path / "figures" / "smoke" / "03_ckd_loss_terms.png").exists()
+
+
+@pytest.mark.slow
+def test_notebook_02_smoke(tmp_path):
+    nb = execute("02_relation_visualisation.ipynb", tmp_path)
+    figures = sorted(p.name for p in (tmp_path / "figures" / "smoke").glob("02_*.png"))
+    assert figures, "notebook 02 saved no figures"
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.get("output_type") == "error"]
+    assert not errors
