@@ -50,5 +50,10 @@ def run_notebooks(
         from ckdlab.api import results_dir
 
         timings_csv = results_dir() / f"notebook_times_{profile}.csv"
-    atomic_write_frame(timings_csv, pd.DataFrame(rows))
+    # Merge with earlier timings so that running notebooks one at a time keeps every row.
+    frame = pd.DataFrame(rows)
+    if Path(timings_csv).exists():
+        earlier = pd.read_csv(timings_csv)
+        frame = pd.concat([earlier[~earlier["notebook"].isin(frame["notebook"])], frame]).sort_values("notebook")
+    atomic_write_frame(timings_csv, frame)
     return rows
