@@ -108,6 +108,10 @@ def finetune_teacher(
             },
             results_dir(),
         )
+    if trainer.accelerator.is_main_process:
+        from ckdlab.io import atomic_write_json
+
+        atomic_write_json(out / "size.json", size)
     summary.update(size)
     summary["out_dir"] = str(out)
     return summary
@@ -149,6 +153,9 @@ def teacher_summary(task: str, profile: str = "quick") -> dict[str, Any]:
     row["headline"] = summary["headline_metric"]
     row["score"] = round(summary["best_score"], 4)
     row["wall_time_s"] = round(summary["wall_time_s"], 1)
+    if (directory / "size.json").exists():
+        size = json.loads((directory / "size.json").read_text())
+        row.update({"params": size["params"], "latency_ms": size["latency_ms"]})
     return row
 
 

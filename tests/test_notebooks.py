@@ -37,7 +37,7 @@ def test_notebook_01_smoke(tmp_path):
     figures = Path(tmp_path / "figures" / "smoke")
     assert (figures / "01_teacher_learning_curves.png").exists()
     teachers = (tmp_path / "results" / "smoke" / "teachers.csv").read_text().splitlines()
-    assert teachers[0].startswith("task,") and len(teachers) == 6
+    assert teachers[0].startswith("task,") and "params" in teachers[0] and "latency_ms" in teachers[0] and len(teachers) == 6
     assert sum(1 for c in nb.cells if c.cell_type == "code" and c.outputs) >= 3
 
 
