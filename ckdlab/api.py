@@ -247,7 +247,7 @@ def make_distiller(
     profile: str = "quick",
     temperature: float | None = None,
     layer_map: str | list[tuple[int, int]] = "uniform",
-    student_init: str = "bert",
+    student_init: str | None = None,
     objective_options: dict[str, Any] | None = None,
     out_dir: str | Path | None = None,
     data_dir: str | Path | None = None,
@@ -260,7 +260,8 @@ def make_distiller(
 
     ``teacher`` is a fine-tuned model folder (default: the profile's teacher for ``task``, trained
     first when absent). ``student`` is a builder spec (``layers:0,2,4``, ``config:L4-H256-A4-I1024``)
-    applied to the teacher, or a folder with a saved student.
+    applied to the teacher, or a folder with a saved student. ``student_init`` (``bert`` | ``slice``)
+    initialises ``config:`` students; default: the profile's ``distill.student_init``.
     """
     from ckdlab.engine.distill import Distiller
     from ckdlab.models import build_student, load_backbone
@@ -269,6 +270,7 @@ def make_distiller(
     prof = load_profile(profile)
     teacher_path, teacher_model, tokenizer = _load_teacher(spec.name, teacher, prof["name"], data_dir)
     student_tokenizer = tokenizer
+    student_init = student_init or prof.get("distill", {}).get("student_init", "bert")
     if Path(str(student)).exists():
         student_model, student_tokenizer = load_backbone(student, num_labels=spec.num_labels)
     else:

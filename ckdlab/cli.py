@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", required=True)
     p.add_argument("--teacher", default=None, help="fine-tuned teacher folder (default: the profile's teacher for the task, trained if absent)")
     p.add_argument("--student", required=True, help="layers:0,2,4 | first:k | every-other | skip:k | config:L4-H256-A4-I1024")
-    p.add_argument("--student-init", default="bert", choices=["bert", "slice"])
+    p.add_argument("--student-init", default=None, choices=["bert", "slice"], help="init of config: students (default: the profile's)")
     p.add_argument("--objective", default="ckd+kd", help="'+'-joined objectives, e.g. ckd+kd, kd, pkd+kd, tinybert, minilm, ce")
     p.add_argument("--weights", default=None, help="term=weight list, e.g. wr_pair=1,wr_triplet=1,ltr_pair=1,ltr_triplet=1,kd=1")
     p.add_argument("--temperature", type=float, default=None)
