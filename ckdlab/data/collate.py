@@ -15,6 +15,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
+import datasets
 from datasets import Dataset
 from torch.utils.data import DataLoader, Sampler
 
@@ -50,10 +51,18 @@ def tokenize_dataset(ds: Dataset, tokenizer: Any, task: str | TaskSpec, max_leng
             out["labels"] = batch["label"]
         return out
 
-    tokenized = ds.map(encode, batched=True, remove_columns=ds.column_names, desc=f"tokenize {spec.name}")
-    if "labels" in tokenized.column_names:
-        # map infers plain int64; keep the ClassLabel (names) or float32 the labels came with.
-        tokenized = tokenized.cast_column("labels", ds.features["label"])
+    # Tokenising a few thousand rows takes well under a second; per-call progress bars would bury
+    # the notebooks' output (one per task, split and model), so they are off while mapping.
+    bars_were_on = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        tokenized = ds.map(encode, batched=True, remove_columns=ds.column_names, desc=f"tokenize {spec.name}")
+        if "labels" in tokenized.column_names:
+            # map infers plain int64; keep the ClassLabel (names) or float32 the labels came with.
+            tokenized = tokenized.cast_column("labels", ds.features["label"])
+    finally:
+        if bars_were_on:
+            datasets.enable_progress_bars()
     return tokenized
 
 
