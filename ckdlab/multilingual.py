@@ -323,34 +323,6 @@ def add_classification_head(encoder: PreTrainedModel, num_labels: int, seed: int
 # --------------------------------------------------------------------------- English training (stages b, d and fine-tuning after a)
 
 
-class _TaskSpecMetrics:
-    """Evaluate with ``compute_metrics(self.task, ...)``: the engine passes ``self.task.name``, which
-    only resolves for GLUE tasks, while ``compute_metrics`` itself accepts any ``TaskSpec``."""
-
-    def evaluate(self) -> dict[str, float]:
-        self.setup()
-        metrics: dict[str, float] = {}
-        for split, loader in self.dev_loaders.items():
-            preds, labels = self.predict(loader)
-            split_metrics = compute_metrics(self.task, preds, labels)
-            self.logger.log_eval(self.global_step, self.fractional_epoch, split, split_metrics)
-            prefix = "" if len(self.dev_loaders) == 1 else f"{split}_"
-            metrics.update({f"{prefix}{k}": float(v) for k, v in split_metrics.items()})
-        first = next(iter(self.dev_loaders))
-        metrics["score"] = metrics[self.task.headline if len(self.dev_loaders) == 1 else f"{first}_{self.task.headline}"]
-        for callback in self.callbacks:
-            callback.on_evaluate(self, self.global_step, metrics)
-        return metrics
-
-
-class ZeroShotTrainer(_TaskSpecMetrics, Trainer):
-    """:class:`~ckdlab.engine.trainer.Trainer` for tasks outside the GLUE registry."""
-
-
-class ZeroShotDistiller(_TaskSpecMetrics, Distiller):
-    """:class:`~ckdlab.engine.distill.Distiller` for tasks outside the GLUE registry."""
-
-
 class KeepBest(Callback):
     """Remember the trainable parameters at the best dev score; :meth:`restore` puts them back.
 
@@ -400,7 +372,7 @@ def finetune_on_source(
     task = get_zero_shot_task(task)
     set_embeddings_trainable(model, train_embeddings)
     keep = KeepBest()
-    trainer = ZeroShotTrainer(model, tokenizer, task.spec, config, train_dataset=train, dev_datasets={"dev": dev}, callbacks=[keep])
+    trainer = Trainer(model, tokenizer, task.spec, config, train_dataset=train, dev_datasets={"dev": dev}, callbacks=[keep])
     return _select_best(trainer, keep, model)
 
 
@@ -420,7 +392,7 @@ def distill_on_source(
     task = get_zero_shot_task(task)
     set_embeddings_trainable(student, train_embeddings)
     keep = KeepBest()
-    distiller = ZeroShotDistiller(
+    distiller = Distiller(
         teacher, student, tokenizer, task.spec, objective=objective, weights=dict(weights or {}), temperature=temperature,
         layer_map=layer_map, objective_options=dict(objective_options or {}), config=config, train_dataset=train,
         dev_datasets={"dev": dev}, callbacks=[keep], teacher_tokenizer=tokenizer, teacher_cache=teacher_cache,
