@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ckdlab.objectives.pkd import validate_layer_map
+from ckdlab.objectives.pkd import mapped_equal_width_states, validate_layer_map
 
 
 class DistilBERTCosine(nn.Module):
@@ -54,18 +54,7 @@ class DistilBERTCosine(nn.Module):
         if n_valid == 0:
             raise ValueError("DistilBERTCosine: attention_mask has no valid token in the whole batch")
         total = None
-        for t, s in self.pairs:
-            if t >= len(hs_t) or s >= len(hs_s):
-                raise ValueError(
-                    f"DistilBERTCosine layer_map pair ({t}, {s}) is out of range: teacher has {len(hs_t)} hidden "
-                    f"states and student {len(hs_s)} (index 0 = embeddings); fix the layer_map"
-                )
-            h_t, h_s = hs_t[t].detach(), hs_s[s]
-            if h_t.shape[-1] != h_s.shape[-1]:
-                raise ValueError(
-                    f"DistilBERTCosine needs equal hidden widths, got teacher {h_t.shape[-1]} and student "
-                    f"{h_s.shape[-1]}; use TinyBERT (learned projection) for students of a different width"
-                )
+        for h_t, h_s in mapped_equal_width_states(self.pairs, hs_t, hs_s, "DistilBERTCosine"):
             cos = F.cosine_similarity(h_s, h_t.to(h_s.dtype), dim=-1)
             layer_loss = torch.where(mask, 1.0 - cos, 0.0).sum() / n_valid
             total = layer_loss if total is None else total + layer_loss

@@ -13,6 +13,7 @@ transformer layers only.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch.nn.functional as F
@@ -42,6 +43,26 @@ def validate_layer_map(layer_map: list[tuple[int, int]], owner: str) -> list[tup
     return pairs  # type: ignore[return-value]
 
 
+def mapped_equal_width_states(
+    pairs: list[tuple[int, int]], hs_t: Sequence[Tensor], hs_s: Sequence[Tensor], owner: str
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """Yield (detached teacher state, student state) for each mapped pair, checking that the pair is in
+    range and that both widths agree (PKD and DistilBERT compare states without a projection)."""
+    for t, s in pairs:
+        if t >= len(hs_t) or s >= len(hs_s):
+            raise ValueError(
+                f"{owner} layer_map pair ({t}, {s}) is out of range: teacher has {len(hs_t)} hidden states and "
+                f"student {len(hs_s)} (index 0 = embeddings); fix the layer_map"
+            )
+        h_t, h_s = hs_t[t].detach(), hs_s[s]
+        if h_t.shape[-1] != h_s.shape[-1]:
+            raise ValueError(
+                f"{owner} needs equal hidden widths, got teacher {h_t.shape[-1]} and student {h_s.shape[-1]}; "
+                "use TinyBERT (learned projection) for students of a different width"
+            )
+        yield h_t, h_s
+
+
 class PKD(nn.Module):
     """Patient KD on normalised [CLS] states (term ``pkd``), Sun et al. (2019).
 
@@ -63,19 +84,8 @@ class PKD(nn.Module):
     def forward(self, teacher: Any, student: Any, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         hs_t, hs_s = teacher.hidden_states, student.hidden_states
         total = None
-        for t, s in self.pairs:
-            if t >= len(hs_t) or s >= len(hs_s):
-                raise ValueError(
-                    f"PKD layer_map pair ({t}, {s}) is out of range: teacher has {len(hs_t)} hidden states and "
-                    f"student {len(hs_s)} (index 0 = embeddings); fix the layer_map"
-                )
-            cls_t = hs_t[t][:, 0].detach()
-            cls_s = hs_s[s][:, 0]
-            if cls_t.shape[-1] != cls_s.shape[-1]:
-                raise ValueError(
-                    f"PKD needs equal hidden widths, got teacher {cls_t.shape[-1]} and student {cls_s.shape[-1]}; "
-                    "use TinyBERT (learned projection) for students of a different width"
-                )
+        for h_t, h_s in mapped_equal_width_states(self.pairs, hs_t, hs_s, "PKD"):
+            cls_t, cls_s = h_t[:, 0], h_s[:, 0]
             diff = F.normalize(cls_s, dim=-1) - F.normalize(cls_t.to(cls_s.dtype), dim=-1)
             layer_loss = diff.pow(2).sum(-1).mean()
             total = layer_loss if total is None else total + layer_loss
