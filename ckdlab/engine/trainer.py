@@ -161,8 +161,16 @@ class Trainer:
                 if not param.requires_grad:
                     continue
                 (no_decay if param.ndim < 2 or "LayerNorm" in name or name.endswith(".bias") else decay).append(param)
+        device = self.accelerator.device
+        if device.type == "cpu":
+            # AdamW's second moments of tiny gradients (CKD's relation terms make many) go denormal,
+            # and x86 sqrt on denormals is ~7x slower: that alone doubled a CKD step on CPU.
+            torch.set_flush_denormal(True)
         optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr
+            [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr,
+            # One fused kernel instead of a loop over parameters: 69 ms -> 5 ms per step for an
+            # 11M-parameter student on 2 CPU threads (the word embeddings dominate).
+            fused=device.type in ("cpu", "cuda") or None,
         )
         scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * self.total_steps), self.total_steps)
         prepared = self.accelerator.prepare(*modules, optimizer, train_loader, scheduler, *dev_loaders.values())
