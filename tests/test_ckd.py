@@ -238,12 +238,14 @@ def test_wr_pair_property(lengths, options, seed):
 
 
 def test_block_sizes_give_identical_value_and_gradient():
+    # Only the huber loss walks over blocks (mse is computed by matrix products).
     teacher, student, mask = make_batch(seed=3, lengths=(7, 5, 6), n_layers=2)
+    student = [3.0 * x for x in student]  # some angle differences in huber's linear branch
     results = []
     for block in (1, 50, 300, None):
         for window in (None, 2):
             s = [x.clone().requires_grad_(True) for x in student]
-            value = wr_triplet_loss(teacher, s, mask, window=window, block_elements=block)
+            value = wr_triplet_loss(teacher, s, mask, loss="huber", window=window, block_elements=block)
             value.backward()
             results.append((window, value.item(), torch.cat([x.grad.flatten() for x in s])))
     for window in (None, 2):
@@ -666,3 +668,48 @@ def test_ckdloss_options_and_errors(bert_outputs):
     with pytest.raises(ValueError, match=r"unknown term"):
         bad(t_out, s_out, mask)
     assert float(CKDLoss().total({})) == 0.0
+
+
+@pytest.mark.parametrize("window", [None, 3])
+def test_matmul_expansion_matches_elementwise_triplets(window):
+    """The mse path (inner products by matmuls) against the element-wise block walk, value and gradient."""
+    from ckdlab.objectives.ckd import _AngleDivergence, _angle_squared_error
+    from ckdlab.objectives.relations import angle_inputs
+
+    teacher, student, mask = make_batch(seed=11, lengths=(9, 4, 0, 1, 2, 8), max_len=9, n_layers=1, dt=6, ds=4)
+    valid = mask.bool()
+    pos = torch.arange(valid.shape[1])
+    usable = valid[:, :, None] & valid[:, None, :] & (pos[:, None] != pos[None, :])
+    if window is not None:
+        usable &= (pos[:, None] - pos[None, :]).abs() <= window
+    d2_t, inv_t = angle_inputs(teacher[0], usable, valid)
+    grads = []
+    for path in ("matmul", "blocks"):
+        s = student[0].clone().requires_grad_(True)
+        d2_s, inv_s = angle_inputs(s, usable, valid)
+        if path == "matmul":
+            value = _angle_squared_error(d2_s, inv_s, d2_t, inv_t)
+        else:
+            value = _AngleDivergence.apply(d2_s, d2_t, inv_s.detach(), inv_t, "mse", window, 7)
+        value.backward()
+        grads.append((value.item(), s.grad))
+    assert grads[0][0] == pytest.approx(grads[1][0], rel=1e-12)
+    torch.testing.assert_close(grads[0][1], grads[1][1], rtol=1e-10, atol=1e-12)
+
+
+def test_matmul_triplets_float32_accuracy_with_a_large_common_offset():
+    """float32 against float64 on BERT-like states (a large shared component, d = 384 vs 256)."""
+    gen = torch.Generator().manual_seed(5)
+    shared = 8.0 * torch.randn(1, 1, 384, generator=gen, dtype=torch.float64)
+    teacher = shared + torch.randn(4, 40, 384, generator=gen, dtype=torch.float64)
+    student = 0.5 * shared[..., :256] + torch.randn(4, 40, 256, generator=gen, dtype=torch.float64)
+    student = teacher[..., :256] + 0.3 * student  # close to the teacher: the cancellation-prone case
+    mask = (torch.arange(40)[None] < torch.tensor([[40], [31], [17], [3]])).long()
+    exact = wr_triplet_loss([teacher], [student.requires_grad_(True)], mask)
+    exact.backward()
+    s32 = student.detach().float().requires_grad_(True)
+    single = wr_triplet_loss([teacher.float()], [s32], mask)
+    single.backward()
+    assert single.item() == pytest.approx(exact.item(), rel=1e-4)
+    grad_error = (s32.grad.double() - student.grad).norm() / student.grad.norm()
+    assert grad_error < 1e-3
