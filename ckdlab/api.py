@@ -310,13 +310,18 @@ def distill(
 ) -> dict[str, Any]:
     """Distil the profile's (or the given) teacher into ``student`` and record the run.
 
-    ``method`` and ``student_name`` label the run in tables (default: the objective and spec).
-    Other keyword arguments go to :func:`make_distiller` (temperature, layer_map, data_dir,
+    ``method`` and ``student_name`` label the run in tables (default: the objective and spec);
+    the profile's ``distill.student_overrides[student_name]`` (training options such as ``lr``)
+    apply unless given here. Other keyword arguments go to :func:`make_distiller` (temperature, layer_map, data_dir,
     objective_options, student_init, and training overrides such as epochs or lr).
     """
     spec = get_task(task)
     method = method or objective
     student_name = student_name or student
+    # Per-student training settings of the profile (e.g. a higher lr for a freshly initialised
+    # student than for one copied from the teacher); explicit keyword arguments win.
+    student_overrides = load_profile(profile).get("distill", {}).get("student_overrides", {}) or {}
+    kwargs = {**student_overrides.get(student_name, {}), **kwargs}
     out = Path(out_dir) if out_dir else student_dir(spec.name, student_name, method, profile, seed)
     start = time.perf_counter()
     distiller = make_distiller(spec.name, student=student, objective=objective, weights=weights, teacher=teacher,
