@@ -65,14 +65,16 @@ from torch.autograd.function import once_differentiable
 from ckdlab.objectives.layer_map import LayerMapSpec, resolve_layer_map
 from ckdlab.objectives.relations import (
     METRICS,
+    CentredGram,
     _check_mask,
     _check_option,
     _check_states,
     _stack_layers,
-    angle_inputs,
+    angle_inputs_from_gram,
     angles_from_sq_distances,
+    centred_gram,
     full_precision,
-    pair_relation_matrix,
+    pair_relation_from_gram,
 )
 
 TERMS = ("wr_pair", "wr_triplet", "ltr_pair", "ltr_triplet")
@@ -158,6 +160,22 @@ def _pair_divergence(rel_t: Tensor, rel_s: Tensor, pairs: Tensor, loss: str, met
     return _pointwise(diff, loss).sum(), pairs.sum()
 
 
+def _wr_grams(teacher_states: Sequence[Tensor], student_states: Sequence[Tensor],
+              valid: Tensor) -> tuple[list[CentredGram], list[CentredGram]]:
+    """One centred Gram per mapped layer and model; the teacher's without gradient."""
+    with torch.no_grad():
+        grams_t = [centred_gram(t.detach(), valid) for t in teacher_states]
+    return grams_t, [centred_gram(s, valid) for s in student_states]
+
+
+def _ltr_grams(teacher: Tensor, student: Tensor, valid: Tensor) -> tuple[CentredGram, CentredGram]:
+    """Per-token Grams ``[B, L, n, n]`` across the n stacked layers ``[B, L, n, d]``."""
+    layer_valid = valid.unsqueeze(-1).expand(-1, -1, teacher.shape[2])
+    with torch.no_grad():
+        gram_t = centred_gram(teacher.detach(), layer_valid)
+    return gram_t, centred_gram(student, layer_valid)
+
+
 # --------------------------------------------------------------------------- WR pair-wise
 
 
@@ -187,17 +205,22 @@ def wr_pair_loss(
     _check_option("loss", loss, PAIR_LOSSES)
     _check_option("metric", metric, METRICS)
     valid = _check_layer_pairs(teacher_states, student_states, attention_mask, "wr_pair_loss")
+    with full_precision(valid.device):
+        return _wr_pair(*_wr_grams(teacher_states, student_states, valid), valid, loss, metric)
+
+
+def _wr_pair(grams_t: Sequence[CentredGram], grams_s: Sequence[CentredGram], valid: Tensor, loss: str,
+             metric: str) -> Tensor:
     length = valid.shape[1]
     eye = torch.eye(length, dtype=torch.bool, device=valid.device)
     pairs = valid.unsqueeze(-1) & valid.unsqueeze(-2) & ~eye
     total, count = 0.0, 0
-    with full_precision(valid.device):
-        for t, s in zip(teacher_states, student_states):
-            with torch.no_grad():
-                rel_t = pair_relation_matrix(t.detach(), valid, metric)
-            rel_s = pair_relation_matrix(s, valid, metric)
-            part, n = _pair_divergence(rel_t, rel_s, pairs, loss, metric)
-            total, count = total + part, count + n
+    for g_t, g_s in zip(grams_t, grams_s):
+        with torch.no_grad():
+            rel_t = pair_relation_from_gram(g_t, valid, metric)
+        rel_s = pair_relation_from_gram(g_s, valid, metric)
+        part, n = _pair_divergence(rel_t, rel_s, pairs, loss, metric)
+        total, count = total + part, count + n
     return total / count.clamp(min=1)
 
 
@@ -390,6 +413,13 @@ def wr_triplet_loss(
     window = _check_window(window)
     valid = _check_layer_pairs(teacher_states, student_states, attention_mask, "wr_triplet_loss")
     block_elements = _check_block_elements(block_elements, valid.device)
+    with full_precision(valid.device):
+        grams_t, grams_s = _wr_grams(teacher_states, student_states, valid)
+        return _wr_triplet(grams_t, grams_s, valid, loss, window, block_elements)
+
+
+def _wr_triplet(grams_t: Sequence[CentredGram], grams_s: Sequence[CentredGram], valid: Tensor, loss: str,
+                window: int | None, block_elements: int) -> Tensor:
     length = valid.shape[1]
     positions = torch.arange(length, device=valid.device)
     usable = valid.unsqueeze(-1) & valid.unsqueeze(-2) & (positions[:, None] != positions[None, :])
@@ -398,16 +428,15 @@ def wr_triplet_loss(
     partners = usable.sum(dim=-1)
     triplets_per_pair = (partners * (partners - 1)).sum()
     total = 0.0
-    with full_precision(valid.device):
-        for t, s in zip(teacher_states, student_states):
-            with torch.no_grad():
-                d2_t, inv_t = angle_inputs(t.detach(), usable, valid)
-            d2_s, inv_s = angle_inputs(s, usable, valid)
-            if loss == "mse":
-                total = total + _angle_squared_error(d2_s, inv_s, d2_t, inv_t)
-            else:
-                total = total + _AngleDivergence.apply(d2_s, d2_t, inv_s.detach(), inv_t, loss, window, block_elements)
-    return total / (triplets_per_pair * len(teacher_states)).clamp(min=1)
+    for g_t, g_s in zip(grams_t, grams_s):
+        with torch.no_grad():
+            d2_t, inv_t = angle_inputs_from_gram(g_t, usable)
+        d2_s, inv_s = angle_inputs_from_gram(g_s, usable)
+        if loss == "mse":
+            total = total + _angle_squared_error(d2_s, inv_s, d2_t, inv_t)
+        else:
+            total = total + _AngleDivergence.apply(d2_s, d2_t, inv_s.detach(), inv_t, loss, window, block_elements)
+    return total / (triplets_per_pair * len(grams_t)).clamp(min=1)
 
 
 # --------------------------------------------------------------------------- LTR
@@ -435,15 +464,19 @@ def ltr_pair_loss(
     _check_option("loss", loss, PAIR_LOSSES)
     _check_option("metric", metric, METRICS)
     teacher, student, valid = _stack_checked(teacher_states, student_states, attention_mask, "ltr_pair_loss", 2)
-    n = teacher.shape[2]
+    with full_precision(valid.device):
+        return _ltr_pair(*_ltr_grams(teacher, student, valid), valid, loss, metric)
+
+
+def _ltr_pair(gram_t: CentredGram, gram_s: CentredGram, valid: Tensor, loss: str, metric: str) -> Tensor:
+    n = gram_t.gram.shape[-1]
     eye = torch.eye(n, dtype=torch.bool, device=valid.device)
     pairs = valid[:, :, None, None] & ~eye
     layer_valid = valid.unsqueeze(-1).expand(-1, -1, n)
-    with full_precision(valid.device):
-        with torch.no_grad():
-            rel_t = pair_relation_matrix(teacher.detach(), layer_valid, metric)
-        rel_s = pair_relation_matrix(student, layer_valid, metric)
-        total, count = _pair_divergence(rel_t, rel_s, pairs, loss, metric)
+    with torch.no_grad():
+        rel_t = pair_relation_from_gram(gram_t, layer_valid, metric)
+    rel_s = pair_relation_from_gram(gram_s, layer_valid, metric)
+    total, count = _pair_divergence(rel_t, rel_s, pairs, loss, metric)
     return total / count.clamp(min=1)
 
 
@@ -463,16 +496,19 @@ def ltr_triplet_loss(
     """
     _check_option("loss", loss, TRIPLET_LOSSES)
     teacher, student, valid = _stack_checked(teacher_states, student_states, attention_mask, "ltr_triplet_loss", 3)
-    n = teacher.shape[2]
+    with full_precision(valid.device):
+        return _ltr_triplet(*_ltr_grams(teacher, student, valid), valid, loss)
+
+
+def _ltr_triplet(gram_t: CentredGram, gram_s: CentredGram, valid: Tensor, loss: str) -> Tensor:
+    n = gram_t.gram.shape[-1]
     eye = torch.eye(n, dtype=torch.bool, device=valid.device)
     usable = valid[:, :, None, None] & ~eye
     defined = usable.unsqueeze(-1) & usable.unsqueeze(-2) & ~eye
-    layer_valid = valid.unsqueeze(-1).expand(-1, -1, n)
-    with full_precision(valid.device):
-        with torch.no_grad():
-            psi_t = angles_from_sq_distances(*angle_inputs(teacher.detach(), usable, layer_valid))
-        psi_s = angles_from_sq_distances(*angle_inputs(student, usable, layer_valid))
-        total = _pointwise((psi_s - psi_t).masked_fill(~defined, 0.0), loss).sum()
+    with torch.no_grad():
+        psi_t = angles_from_sq_distances(*angle_inputs_from_gram(gram_t, usable))
+    psi_s = angles_from_sq_distances(*angle_inputs_from_gram(gram_s, usable))
+    total = _pointwise((psi_s - psi_t).masked_fill(~defined, 0.0), loss).sum()
     count = valid.sum() * (n * (n - 1) * (n - 2))
     return total / count.clamp(min=1)
 
@@ -551,22 +587,28 @@ class CKDLoss(nn.Module):
                     f"{len(pairs)} pair(s) {pairs}; use a map with more pairs or set weights[{term!r}] = 0"
                 )
         terms: dict[str, Tensor] = {}
-        if self.weights["wr_pair"] != 0:
-            terms["wr_pair"] = wr_pair_loss(
-                teacher, student, attention_mask, loss=self.pair_loss, metric=self.pair_metric
-            )
-        if self.weights["wr_triplet"] != 0:
-            terms["wr_triplet"] = wr_triplet_loss(
-                teacher, student, attention_mask, loss=self.triplet_loss, window=self.window,
-                block_elements=self.block_elements,
-            )
-        if self.weights["ltr_pair"] != 0:
-            terms["ltr_pair"] = ltr_pair_loss(
-                teacher, student, attention_mask, loss=self.pair_loss, metric=self.pair_metric
-            )
-        if self.weights["ltr_triplet"] != 0:
-            terms["ltr_triplet"] = ltr_triplet_loss(teacher, student, attention_mask, loss=self.triplet_loss)
-        return terms
+        wanted = {term for term in TERMS if self.weights[term] != 0}
+        # One centred Gram per layer (WR) and per token (LTR) serves both the pair and the triplet
+        # term: the Grams are the largest part of CKD's cost at BERT widths.
+        if wanted & {"wr_pair", "wr_triplet"}:
+            valid = _check_layer_pairs(teacher, student, attention_mask, "CKDLoss")
+            block_elements = _check_block_elements(self.block_elements, valid.device)
+            with full_precision(valid.device):
+                grams_t, grams_s = _wr_grams(teacher, student, valid)
+                if "wr_pair" in wanted:
+                    terms["wr_pair"] = _wr_pair(grams_t, grams_s, valid, self.pair_loss, self.pair_metric)
+                if "wr_triplet" in wanted:
+                    terms["wr_triplet"] = _wr_triplet(grams_t, grams_s, valid, self.triplet_loss, self.window,
+                                                      block_elements)
+        if wanted & {"ltr_pair", "ltr_triplet"}:
+            stacked_t, stacked_s, valid = _stack_checked(teacher, student, attention_mask, "CKDLoss", 2)
+            with full_precision(valid.device):
+                gram_t, gram_s = _ltr_grams(stacked_t, stacked_s, valid)
+                if "ltr_pair" in wanted:
+                    terms["ltr_pair"] = _ltr_pair(gram_t, gram_s, valid, self.pair_loss, self.pair_metric)
+                if "ltr_triplet" in wanted:
+                    terms["ltr_triplet"] = _ltr_triplet(gram_t, gram_s, valid, self.triplet_loss)
+        return {term: terms[term] for term in TERMS if term in terms}
 
     def total(self, terms: Mapping[str, Tensor]) -> Tensor:
         """``sum_k weights[k] * terms[k]`` with the current weights (0 for an empty dict)."""

@@ -45,6 +45,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -126,34 +127,32 @@ def full_precision(device: torch.device) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
-def cosine_matrix(x: Tensor) -> Tensor:
-    """Pair-wise cosines ``C[..., i, j] = x_i.x_j / (max(|x_i|, eps) * max(|x_j|, eps))``.
+class CentredGram(NamedTuple):
+    """One Gram matrix from which every relation of a set of states follows.
 
-    ``x`` is ``[..., n, d]``; the result ``[..., n, n]`` (computed in float32 at least).
+    ``gram[i, j] = c_i.c_j`` with ``c_i = x_i - mu`` (``mu`` the mean of the valid positions,
+    a constant), ``offset[i] = c_i.mu`` and ``mean_sq = mu.mu``, so that
+    ``x_i.x_j = gram[i, j] + offset[i] + offset[j] + mean_sq`` and
+    ``|x_i - x_j|^2 = gram[i, i] + gram[j, j] - 2 gram[i, j]``. Computing it once per layer serves
+    the pair-wise (cosine or distance) and the triplet-wise (angle) relations alike.
     """
-    unit = F.normalize(x.to(compute_dtype(x)), p=2.0, dim=-1, eps=EPS)
-    return unit @ unit.transpose(-1, -2)
+
+    gram: Tensor  # [..., n, n]
+    offset: Tensor  # [..., n]
+    mean_sq: Tensor  # [..., 1]
+    width: int  # d, for the rounding tolerance of coincident()
 
 
-def squared_distance_matrix(x: Tensor, valid: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """Squared Euclidean distances via the centred Gram matrix.
+def centred_gram(x: Tensor, valid: Tensor | None = None) -> CentredGram:
+    """The :class:`CentredGram` of ``x`` ``[..., n, d]`` (float32 at least).
 
-    ``D2[..., i, j] = |c_i|^2 + |c_j|^2 - 2 c_i.c_j  (= |x_i - x_j|^2)``, clamped at >= 0, where
-    ``c_i = x_i - mean_{k valid} x_k`` (centring removes the common component that would
-    otherwise cancel catastrophically in float32). Rows of invalid positions are zeroed before
-    the Gram matrix, so padding may hold any finite garbage (non-finite values would reach the
-    mean through a 0 weight and give NaN).
+    Rows of invalid positions (``valid`` bool ``[..., n]``; None = all valid) are zeroed after
+    centring, so padding may hold any finite garbage (non-finite values would reach the mean
+    through a 0 weight and give NaN).
 
-    The mean is treated as a constant: D2 depends only on differences x_i - x_j, so its
-    gradient through the mean is exactly zero, and skipping it saves a full-size temporary.
-
-    Args:
-        x: ``[..., n, d]``.
-        valid: optional bool ``[..., n]``; None means all positions are valid.
-
-    Returns:
-        ``(D2, sq)``: ``D2`` ``[..., n, n]`` and the centred squared norms ``sq = |c_i|^2``
-        ``[..., n]`` (the scale used by :func:`coincident`).
+    The mean is treated as a constant. That is exact, not an approximation: distances depend only
+    on differences x_i - x_j, and ``gram + offset_i + offset_j + mean_sq`` equals ``x_i.x_j`` for
+    any constant ``mu``, so gradients are those of the plain formulas.
     """
     x = x.to(compute_dtype(x))
     with torch.no_grad():
@@ -166,9 +165,44 @@ def squared_distance_matrix(x: Tensor, valid: Tensor | None = None) -> tuple[Ten
     if valid is not None:
         centred = centred.masked_fill_(~valid.unsqueeze(-1), 0.0)
     gram = centred @ centred.transpose(-1, -2)
-    sq = gram.diagonal(dim1=-2, dim2=-1)
-    d2 = (sq.unsqueeze(-1) + sq.unsqueeze(-2) - 2.0 * gram).clamp(min=0.0)
+    offset = (centred @ mean.transpose(-1, -2)).squeeze(-1)
+    return CentredGram(gram, offset, (mean * mean).sum(dim=-1), x.shape[-1])
+
+
+def cosines_from_gram(g: CentredGram) -> Tensor:
+    """``cos(x_i, x_j) = x_i.x_j / (max(|x_i|, eps) max(|x_j|, eps))`` ``[..., n, n]``."""
+    dots = g.gram + g.offset.unsqueeze(-1) + g.offset.unsqueeze(-2) + g.mean_sq.unsqueeze(-1)
+    # sqrt(max(|x|^2, eps^2)) = max(|x|, eps), and the clamp keeps sqrt's backward away from 0.
+    norms = torch.sqrt(dots.diagonal(dim1=-2, dim2=-1).clamp(min=EPS**2))
+    return dots / (norms.unsqueeze(-1) * norms.unsqueeze(-2))
+
+
+def squared_distances_from_gram(g: CentredGram) -> tuple[Tensor, Tensor]:
+    """``(D2, sq)``: ``D2[i, j] = |c_i|^2 + |c_j|^2 - 2 c_i.c_j = |x_i - x_j|^2`` clamped at >= 0,
+    and the centred squared norms ``sq = |c_i|^2`` (the scale used by :func:`coincident`)."""
+    sq = g.gram.diagonal(dim1=-2, dim2=-1)
+    d2 = (sq.unsqueeze(-1) + sq.unsqueeze(-2) - 2.0 * g.gram).clamp(min=0.0)
     return d2, sq
+
+
+def cosine_matrix(x: Tensor) -> Tensor:
+    """Pair-wise cosines ``C[..., i, j] = x_i.x_j / (max(|x_i|, eps) * max(|x_j|, eps))``.
+
+    ``x`` is ``[..., n, d]``; the result ``[..., n, n]`` (computed in float32 at least).
+    """
+    return cosines_from_gram(centred_gram(x))
+
+
+def squared_distance_matrix(x: Tensor, valid: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Squared Euclidean distances via the centred Gram matrix: ``(D2, sq)`` as in
+    :func:`squared_distances_from_gram`. Centring removes the common component that would
+    otherwise cancel catastrophically in float32.
+
+    Args:
+        x: ``[..., n, d]``.
+        valid: optional bool ``[..., n]``; None means all positions are valid.
+    """
+    return squared_distances_from_gram(centred_gram(x, valid))
 
 
 def coincident(d2: Tensor, sq: Tensor, width: int) -> Tensor:
@@ -219,17 +253,16 @@ def angles_from_sq_distances(d2: Tensor, inv: Tensor, anchors: int | slice | Non
     return numerator * r.unsqueeze(-1) * r.unsqueeze(-2)
 
 
-def normalised_distance_matrix(x: Tensor, valid: Tensor | None = None) -> Tensor:
+def normalised_distances_from_gram(g: CentredGram, valid: Tensor | None = None) -> Tensor:
     """RKD-style distances ``|x_i - x_j| / mu`` with ``mu`` the mean distance over valid pairs i != j.
 
-    ``x`` is ``[..., n, d]``, ``valid`` bool ``[..., n]`` or None (all valid). ``mu`` is taken per
-    leading index (per sequence, or per token for LTR) and floored at eps, so a set of identical
-    states gives all-zero distances rather than 0/0.
+    ``mu`` is taken per leading index (per sequence, or per token for LTR) and floored at eps, so
+    a set of identical states gives all-zero distances rather than 0/0.
     """
-    d2, sq = squared_distance_matrix(x, valid)
-    dist = safe_sqrt(d2, coincident(d2, sq, x.shape[-1]))
-    n = x.shape[-2]
-    pairs = ~torch.eye(n, dtype=torch.bool, device=x.device)
+    d2, sq = squared_distances_from_gram(g)
+    dist = safe_sqrt(d2, coincident(d2, sq, g.width))
+    n = d2.shape[-1]
+    pairs = ~torch.eye(n, dtype=torch.bool, device=d2.device)
     if valid is not None:
         pairs = pairs & valid.unsqueeze(-1) & valid.unsqueeze(-2)
     pairs = pairs.expand_as(dist)
@@ -237,24 +270,39 @@ def normalised_distance_matrix(x: Tensor, valid: Tensor | None = None) -> Tensor
     return dist / mean.clamp(min=EPS)[..., None, None]
 
 
-def pair_relation_matrix(x: Tensor, valid: Tensor | None, metric: str) -> Tensor:
-    """Pair-wise relation ``[..., n, n]`` of ``x`` ``[..., n, d]`` under ``metric`` 'cos' or 'l2'.
+def normalised_distance_matrix(x: Tensor, valid: Tensor | None = None) -> Tensor:
+    """:func:`normalised_distances_from_gram` of ``x`` ``[..., n, d]`` (``valid`` bool ``[..., n]`` or None)."""
+    return normalised_distances_from_gram(centred_gram(x, valid), valid)
+
+
+def pair_relation_from_gram(g: CentredGram, valid: Tensor | None, metric: str) -> Tensor:
+    """Pair-wise relation ``[..., n, n]`` under ``metric`` 'cos' or 'l2'.
 
     Entries that involve invalid positions are finite but meaningless; callers mask them.
     """
     _check_option("metric", metric, METRICS)
     if metric == "cos":
-        return cosine_matrix(x)
-    return normalised_distance_matrix(x, valid)
+        return cosines_from_gram(g)
+    return normalised_distances_from_gram(g, valid)
+
+
+def pair_relation_matrix(x: Tensor, valid: Tensor | None, metric: str) -> Tensor:
+    """Pair-wise relation ``[..., n, n]`` of ``x`` ``[..., n, d]`` under ``metric`` 'cos' or 'l2'."""
+    return pair_relation_from_gram(centred_gram(x, valid), valid, metric)
+
+
+def angle_inputs_from_gram(g: CentredGram, usable: Tensor) -> tuple[Tensor, Tensor]:
+    """``(D2, R)`` for :func:`angles_from_sq_distances`: squared distances and inverse lengths that
+    are 0 outside ``usable`` and for coincident pairs."""
+    d2, sq = squared_distances_from_gram(g)
+    with torch.no_grad():
+        keep = usable & ~coincident(d2, sq, g.width)
+    return d2, inverse_lengths(d2, keep)
 
 
 def angle_inputs(x: Tensor, usable: Tensor, valid: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """``(D2, R)`` for :func:`angles_from_sq_distances`: centred squared distances of ``x``
-    ``[..., n, d]`` and inverse lengths that are 0 outside ``usable`` and for coincident pairs."""
-    d2, sq = squared_distance_matrix(x, valid)
-    with torch.no_grad():
-        keep = usable & ~coincident(d2, sq, x.shape[-1])
-    return d2, inverse_lengths(d2, keep)
+    """:func:`angle_inputs_from_gram` of the states ``x`` ``[..., n, d]``."""
+    return angle_inputs_from_gram(centred_gram(x, valid), usable)
 
 
 # --------------------------------------------------------------------------- public relations (for inspection)
