@@ -113,6 +113,12 @@ def test_save_pretrained_round_trip(minilm, tmp_path):
     assert tokenizer.vocab_size == minilm[1].vocab_size
 
 
+def test_folder_without_tokenizer_is_a_clear_error(minilm, tmp_path):
+    build_student(minilm[0], "layers:0").save_pretrained(tmp_path / "bare")
+    with pytest.raises(FileNotFoundError, match=r"no tokenizer.*save_pretrained"):
+        load_backbone(tmp_path / "bare", num_labels=2)
+
+
 def test_regression_head_and_latency():
     model, _ = load_backbone("tiny-random", num_labels=1)
     assert model.config.problem_type == "regression"

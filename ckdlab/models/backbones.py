@@ -145,7 +145,17 @@ def _encoder_with_head(encoder: BertModel, num_labels: int) -> BertForSequenceCl
     return model
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "sentencepiece.bpe.model", "spiece.model")
+
+
 def _from_pretrained(auto_class, source, **kwargs):
+    if auto_class is AutoTokenizer and Path(source).is_dir() and not any((Path(source) / f).exists() for f in TOKENIZER_FILES):
+        # transformers would otherwise return a tokenizer with an empty vocabulary, which fails
+        # much later and far from the cause.
+        raise FileNotFoundError(
+            f"'{source}' holds a model but no tokenizer (none of {', '.join(TOKENIZER_FILES)}). Save the "
+            f"tokenizer beside it (tokenizer.save_pretrained('{source}')), as ckdlab's own runs do."
+        )
     try:
         return auto_class.from_pretrained(source, **kwargs)
     except OSError as err:
