@@ -1,7 +1,7 @@
 """Figures (matplotlib): learning curves, relation maps, layer-map diagrams, ablation plots."""
 from ckdlab.viz.ablations import plot_ablation_bars, plot_dynabert, plot_pareto, plot_sweep_heatmap
-from ckdlab.viz.curves import plot_learning_curves
-from ckdlab.viz.layer_map import plot_layer_map, plot_loss_terms
+from ckdlab.viz.curves import plot_learning_curves, plot_loss_terms
+from ckdlab.viz.layer_map import plot_layer_map
 from ckdlab.viz.relations import (
     RelationView,
     plot_ltr_pair,

@@ -40,7 +40,7 @@ import pandas as pd
 
 from ckdlab.engine.trainer import Trainer
 from ckdlab.objectives.layer_map import resolve_layer_map
-from ckdlab.viz.layer_map import plot_loss_terms
+from ckdlab.viz.curves import plot_loss_terms
 from ckdlab.viz.relations import plot_relation, plot_teacher_student, relation_view, teacher_student_views
 from ckdlab.viz.tokens import encode
 from ckdlab.widgets.explorer import DRAW_LOCK, to_png
