@@ -141,7 +141,8 @@ class Distiller(Trainer):
         self.teacher.to(self.accelerator.device)
         self.objectives.to(self.accelerator.device)
         needs = self._needs(self.objectives)
-        if self.cache_teacher and self.teacher_cache is None and "qkv" not in needs:
+        # Fine-tuning alone ("ce") needs nothing from the teacher: no pass over the training set.
+        if self.cache_teacher and self.teacher_cache is None and needs - {"labels"} and "qkv" not in needs:
             layers = sorted({t for t, _ in self.layer_map}) if "hidden_states" in needs else []
             self.teacher_cache = TeacherCache.build(
                 self.teacher, self.train_tokenized, DynamicPaddingCollator(self.tokenizer), layers,

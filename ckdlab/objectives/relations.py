@@ -48,8 +48,8 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 EPS = 1e-12
 METRICS = ("cos", "l2")
@@ -146,8 +146,8 @@ class CentredGram(NamedTuple):
 def centred_gram(x: Tensor, valid: Tensor | None = None) -> CentredGram:
     """The :class:`CentredGram` of ``x`` ``[..., n, d]`` (float32 at least).
 
-    Rows of invalid positions (``valid`` bool ``[..., n]``; None = all valid) are zeroed after
-    centring, so padding may hold any finite garbage (non-finite values would reach the mean
+    Rows and columns of invalid positions (``valid`` bool ``[..., n]``; None = all valid) are
+    zeroed, so padding may hold any finite garbage (non-finite values would reach the mean
     through a 0 weight and give NaN).
 
     The mean is treated as a constant. That is exact, not an approximation: distances depend only
@@ -162,11 +162,29 @@ def centred_gram(x: Tensor, valid: Tensor | None = None) -> CentredGram:
             weight = valid.to(x.dtype).unsqueeze(-2)  # [..., 1, n]: a matmul, no [..., n, d] temporary
             mean = (weight @ x) / weight.sum(dim=-1, keepdim=True).clamp(min=1)
     centred = x - mean
-    if valid is not None:
-        centred = centred.masked_fill_(~valid.unsqueeze(-1), 0.0)
-    gram = centred @ centred.transpose(-1, -2)
+    gram = _SymmetricGram.apply(centred) if centred.requires_grad else centred @ centred.transpose(-1, -2)
     offset = (centred @ mean.transpose(-1, -2)).squeeze(-1)
+    if valid is not None:
+        # Zeroing the [n, n] results rather than the [n, d] states is cheaper for n < d, and
+        # identical: row i of the Gram and offset_i depend on c_i alone.
+        gram = gram.masked_fill(~(valid.unsqueeze(-1) & valid.unsqueeze(-2)), 0.0)
+        offset = offset.masked_fill(~valid, 0.0)
     return CentredGram(gram, offset, (mean * mean).sum(dim=-1), x.shape[-1])
+
+
+class _SymmetricGram(torch.autograd.Function):
+    """``G = c c^T`` with the backward ``dc = (g + g^T) c``: one matrix product instead of autograd's two."""
+
+    @staticmethod
+    def forward(ctx, centred: Tensor) -> Tensor:
+        ctx.save_for_backward(centred)
+        return centred @ centred.transpose(-1, -2)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor) -> Tensor:
+        (centred,) = ctx.saved_tensors
+        return (grad + grad.transpose(-1, -2)) @ centred
 
 
 def cosines_from_gram(g: CentredGram) -> Tensor:
