@@ -332,6 +332,9 @@ class DynaBERTDistiller(Distiller):
     on average).
     """
 
+    # Teacher states are re-selected per sub-network depth, so the same row means different layers.
+    memoize_teacher_relations = False
+
     def __init__(self, teacher: PreTrainedModel, student: PreTrainedModel, tokenizer: Any, task: Any, *,
                  loss: str = "dynabert", widths: Sequence[float] = WIDTHS, depths: Sequence[float] = (1.0,),
                  weights: dict[str, float] | None = None, **kwargs: Any) -> None:

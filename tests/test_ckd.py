@@ -713,3 +713,40 @@ def test_matmul_triplets_float32_accuracy_with_a_large_common_offset():
     assert single.item() == pytest.approx(exact.item(), rel=1e-4)
     grad_error = (s32.grad.double() - student.grad).norm() / student.grad.norm()
     assert grad_error < 1e-3
+
+
+def test_teacher_memo_gives_the_same_terms_and_gradients():
+    """Batches of other compositions and paddings (incl. a non-prefix mask) reuse memoised teacher Grams."""
+    teacher_all, student_all, _ = make_batch(seed=21, lengths=(7, 4, 1, 0, 6, 5), max_len=9, n_layers=4, dt=6, ds=4)
+    lengths = torch.tensor([7, 4, 1, 0, 6, 5])
+    plain = CKDLoss(layer_map=[(0, 0), (1, 1), (2, 2), (3, 3)])
+    memo = CKDLoss(layer_map=[(0, 0), (1, 1), (2, 2), (3, 3)], memoize_teacher=True)
+    for rows, length in (([0, 1, 2], 9), ([4, 0, 3], 7), ([1, 4, 5, 0], 8), ([2, 5], 6)):
+        index = torch.tensor(rows)
+        mask = (torch.arange(length)[None] < lengths[index][:, None]).long()
+        shift = length - int(lengths[index[1]]) if len(rows) == 4 else 0  # left-pad one sequence: not a prefix
+        mask[1] = mask[1].roll(shift)
+
+        def take(states):
+            out = [s[index, :length].clone() for s in states]
+            for o in out:
+                o[1] = o[1].roll(shift, dims=0)
+            return out
+
+        teacher = take(teacher_all)
+        results = []
+        for loss in (plain, memo):
+            student = [s.requires_grad_(True) for s in take(student_all)]
+            terms = loss(tuple(teacher), tuple(student), mask, rows=index)
+            sum(terms.values()).backward()
+            results.append((terms, torch.cat([s.grad.flatten() for s in student])))
+        for term in results[0][0]:
+            assert results[1][0][term].item() == pytest.approx(results[0][0][term].item(), rel=1e-10, abs=1e-12), term
+        torch.testing.assert_close(results[1][1], results[0][1], rtol=1e-9, atol=1e-12)
+    assert len(memo.teacher_memo) > 0
+
+
+def test_teacher_memo_needs_rows():
+    teacher, student, mask = make_batch(seed=1)
+    with pytest.raises(ValueError, match="rows="):
+        CKDLoss(memoize_teacher=True)(tuple(teacher), tuple(student), mask)

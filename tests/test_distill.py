@@ -45,6 +45,20 @@ def test_cached_teacher_gives_the_same_run_as_the_live_teacher(tmp_path):
     assert cached["value"].to_numpy() == pytest.approx(live["value"].to_numpy(), rel=1e-4, abs=1e-7)
 
 
+def test_teacher_gram_memo_gives_the_same_run(tmp_path):
+    """Two epochs, so the second reuses the memoised teacher Grams in new batch compositions."""
+    for memo in (True, False):
+        distiller = api.make_distiller("rte", student=NARROW, objective="ckd+kd", profile="smoke", epochs=2,
+                                       objective_options={"memoize_teacher": memo}, out_dir=tmp_path / str(memo))
+        assert (distiller.objectives["ckd"].loss.teacher_memo is not None) == memo
+        distiller.train()
+    memoised = pd.read_csv(tmp_path / "True" / "train_log.csv")
+    fresh = pd.read_csv(tmp_path / "False" / "train_log.csv")
+    assert memoised["step"].max() == fresh["step"].max() >= 8
+    assert list(memoised["name"]) == list(fresh["name"])
+    assert memoised["value"].to_numpy() == pytest.approx(fresh["value"].to_numpy(), rel=1e-4, abs=1e-7)
+
+
 def test_cache_lookup_matches_a_live_teacher_forward():
     distiller = api.make_distiller("sst2", student=NARROW, objective="ckd+kd", profile="smoke")
     distiller.setup()

@@ -29,6 +29,7 @@ from ckdlab.engine.config import TrainConfig
 from ckdlab.engine.teacher_cache import TeacherCache
 from ckdlab.engine.trainer import Callback, Trainer
 from ckdlab.objectives.capture import capture_qkv
+from ckdlab.objectives.ckd import TeacherGramMemo
 from ckdlab.objectives.layer_map import resolve_layer_map
 from ckdlab.objectives.registry import REGISTRY, BuildContext, build_objectives, default_weights, parse_objective
 
@@ -57,6 +58,9 @@ def check_same_tokenization(teacher_tokenizer: PreTrainedTokenizerBase, student_
 
 class Distiller(Trainer):
     """Distil ``teacher`` into ``student`` on ``task`` (see the module docstring)."""
+
+    # Subclasses that feed CKD other teacher states than the dataset row's mapped layers turn this off.
+    memoize_teacher_relations = True
 
     def __init__(
         self,
@@ -102,6 +106,10 @@ class Distiller(Trainer):
             options=dict(objective_options or {}),
         )
         self.objectives = build_objectives(self.objective_names, ctx)
+        if "ckd" in self.objectives and self.memoize_teacher_relations and ctx.options.get("memoize_teacher", True):
+            # One fixed training set whose batches carry their rows: the teacher's Grams can be
+            # kept per example (see TeacherGramMemo), so later epochs skip the teacher half of CKD.
+            self.objectives["ckd"].loss.teacher_memo = TeacherGramMemo()
         self.temperature = float(temperature)
         self.cache_teacher = cache_teacher
         self.cache_budget_bytes = int(cache_budget_gb * 1024**3)

@@ -176,6 +176,97 @@ def _ltr_grams(teacher: Tensor, student: Tensor, valid: Tensor) -> tuple[Centred
     return gram_t, centred_gram(student, layer_valid)
 
 
+class TeacherGramMemo:
+    """The teacher's Grams per training example, keyed by its dataset row.
+
+    The teacher is frozen and in eval mode, so its Grams for an example never change: epochs after
+    the first skip the teacher half of CKD (its Gram products are the widest ones). Stored per
+    example over its valid positions (``K n^2`` floats for K layer pairs and n tokens, less than
+    the example's hidden states) and placed into each new batch's padding; equal to computing them
+    afresh up to float rounding.
+    """
+
+    def __init__(self) -> None:
+        self._wr: dict[tuple, tuple[Tensor, Tensor, Tensor]] = {}
+        self._ltr: dict[tuple, tuple[Tensor, Tensor, Tensor]] = {}
+
+    def __len__(self) -> int:
+        return len(self._wr) + len(self._ltr)
+
+    def clear(self) -> None:
+        self._wr.clear()
+        self._ltr.clear()
+
+    @torch.no_grad()
+    def wr(self, rows: Tensor, teacher_states: Sequence[Tensor], valid: Tensor, layers: tuple[int, ...]) -> list[CentredGram]:
+        """``[B, L, L]`` Grams of the mapped teacher layers (hidden-state indices ``layers``) for this batch."""
+        store, width = self._wr, teacher_states[0].shape[-1]
+        keys, positions = self._layout(rows, valid, layers)
+        missing = [b for b, key in enumerate(keys) if key not in store]
+        if missing:
+            index = torch.tensor(missing, device=valid.device)
+            sub_valid = valid.index_select(0, index)
+            grams = [centred_gram(t.detach().index_select(0, index), sub_valid) for t in teacher_states]
+            for j, b in enumerate(missing):
+                pos = positions[b]
+                store[keys[b]] = (
+                    torch.stack([g.gram[j][pos][:, pos] for g in grams]),
+                    torch.stack([g.offset[j][pos] for g in grams]),
+                    torch.stack([g.mean_sq[j] for g in grams]),
+                )
+        k, (batch, length) = len(teacher_states), valid.shape
+        dtype = store[keys[0]][0].dtype
+        gram = valid.new_zeros((k, batch, length, length), dtype=dtype)
+        offset = valid.new_zeros((k, batch, length), dtype=dtype)
+        mean_sq = valid.new_zeros((k, batch, 1), dtype=dtype)
+        for b, key in enumerate(keys):
+            g, o, m = store[key]
+            pos = positions[b]
+            if isinstance(pos, slice):  # right padding: a plain block copy
+                gram[:, b, pos, pos], offset[:, b, pos] = g, o
+            else:
+                gram[:, b, pos[:, None], pos[None, :]], offset[:, b, pos] = g, o
+            mean_sq[:, b] = m
+        return [CentredGram(gram[i], offset[i], mean_sq[i], width) for i in range(k)]
+
+    @torch.no_grad()
+    def ltr(self, rows: Tensor, teacher_states: Sequence[Tensor], valid: Tensor, layers: tuple[int, ...]) -> CentredGram:
+        """``[B, L, n, n]`` per-token Grams across the n mapped teacher layers for this batch."""
+        store, n, width = self._ltr, len(teacher_states), teacher_states[0].shape[-1]
+        keys, positions = self._layout(rows, valid, layers)
+        missing = [b for b, key in enumerate(keys) if key not in store]
+        if missing:
+            index = torch.tensor(missing, device=valid.device)
+            stacked = torch.stack([t.detach().index_select(0, index) for t in teacher_states], dim=2)
+            layer_valid = valid.index_select(0, index).unsqueeze(-1).expand(-1, -1, n)
+            g = centred_gram(stacked, layer_valid)
+            for j, b in enumerate(missing):
+                pos = positions[b]
+                store[keys[b]] = (g.gram[j][pos], g.offset[j][pos], g.mean_sq[j][pos])
+        batch, length = valid.shape
+        dtype = store[keys[0]][0].dtype
+        gram = valid.new_zeros((batch, length, n, n), dtype=dtype)
+        offset = valid.new_zeros((batch, length, n), dtype=dtype)
+        mean_sq = valid.new_zeros((batch, length, 1), dtype=dtype)
+        for b, key in enumerate(keys):
+            pos = positions[b]
+            gram[b, pos], offset[b, pos], mean_sq[b, pos] = store[key]
+        return CentredGram(gram, offset, mean_sq, width)
+
+    @staticmethod
+    def _layout(rows: Tensor, valid: Tensor, layers: tuple[int, ...]) -> tuple[list[tuple], list[slice | Tensor]]:
+        """Keys (teacher layers, row) and, per sequence, its valid positions (a slice when they are a prefix)."""
+        if rows.shape != valid.shape[:1]:
+            raise ValueError(f"rows must hold one dataset row per sequence, got {tuple(rows.shape)} for {valid.shape[0]} sequences")
+        lengths = valid.sum(dim=1)
+        prefix = (valid == (torch.arange(valid.shape[1], device=valid.device) < lengths[:, None])).all(dim=1)
+        positions: list[slice | Tensor] = [
+            slice(0, n) if is_prefix else valid[b].nonzero().squeeze(-1)
+            for b, (n, is_prefix) in enumerate(zip(lengths.tolist(), prefix.tolist()))
+        ]
+        return [(layers, int(r)) for r in rows.tolist()], positions
+
+
 # --------------------------------------------------------------------------- WR pair-wise
 
 
@@ -531,6 +622,9 @@ class CKDLoss(nn.Module):
         triplet_loss: option of both triplet terms ("mse"/"huber").
         window: WR triplet window w (None = all triplets).
         block_elements: block size of the WR triplet loop (None = device default).
+        memoize_teacher: keep the teacher's Grams per training example (:class:`TeacherGramMemo`);
+            ``forward`` then needs ``rows``, the dataset row of each sequence. For a fixed
+            training set only (the distillation engine turns it on).
     """
 
     def __init__(
@@ -543,6 +637,7 @@ class CKDLoss(nn.Module):
         triplet_loss: str = "mse",
         window: int | None = None,
         block_elements: int | None = None,
+        memoize_teacher: bool = False,
     ) -> None:
         super().__init__()
         self.weights: dict[str, float] = (
@@ -557,6 +652,7 @@ class CKDLoss(nn.Module):
         self.block_elements = block_elements
         if block_elements is not None:
             _check_block_elements(block_elements, torch.device("cpu"))
+        self.teacher_memo = TeacherGramMemo() if memoize_teacher else None
 
     def _check_weights(self) -> None:
         unknown = sorted(set(self.weights) - set(TERMS))
@@ -566,20 +662,26 @@ class CKDLoss(nn.Module):
             if isinstance(value, bool) or not isinstance(value, numbers.Real):
                 raise ValueError(f"weights[{term!r}]={value!r} must be a real number")
 
-    def forward(self, teacher_outputs: object, student_outputs: object, attention_mask: Tensor) -> dict[str, Tensor]:
+    def forward(self, teacher_outputs: object, student_outputs: object, attention_mask: Tensor,
+                rows: Tensor | None = None) -> dict[str, Tensor]:
         """Unweighted CKD terms for the non-zero-weight terms.
 
         Args:
             teacher_outputs, student_outputs: model outputs with ``.hidden_states`` (call the
                 models with ``output_hidden_states=True``), or the hidden-states tuples themselves.
             attention_mask: ``[B, L]`` of 0/1, the mask given to both models.
+            rows: ``[B]`` dataset row of each sequence; required with ``memoize_teacher``.
         """
+        memo = self.teacher_memo
+        if memo is not None and rows is None:
+            raise ValueError("CKDLoss(memoize_teacher=True) needs rows= (the dataset row of each sequence)")
         self._check_weights()
         teacher_hidden = _hidden_states(teacher_outputs, "teacher_outputs")
         student_hidden = _hidden_states(student_outputs, "student_outputs")
         pairs = resolve_layer_map(self.layer_map, len(teacher_hidden) - 1, len(student_hidden) - 1)
         teacher = [teacher_hidden[t] for t, _ in pairs]
         student = [student_hidden[s] for _, s in pairs]
+        layers = tuple(t for t, _ in pairs)
         for term, needed in (("ltr_pair", 2), ("ltr_triplet", 3)):
             if self.weights[term] != 0 and len(pairs) < needed:
                 raise ValueError(
@@ -594,16 +696,25 @@ class CKDLoss(nn.Module):
             valid = _check_layer_pairs(teacher, student, attention_mask, "CKDLoss")
             block_elements = _check_block_elements(self.block_elements, valid.device)
             with full_precision(valid.device):
-                grams_t, grams_s = _wr_grams(teacher, student, valid)
+                if memo is None:
+                    grams_t, grams_s = _wr_grams(teacher, student, valid)
+                else:
+                    grams_t, grams_s = memo.wr(rows, teacher, valid, layers), [centred_gram(s, valid) for s in student]
                 if "wr_pair" in wanted:
                     terms["wr_pair"] = _wr_pair(grams_t, grams_s, valid, self.pair_loss, self.pair_metric)
                 if "wr_triplet" in wanted:
                     terms["wr_triplet"] = _wr_triplet(grams_t, grams_s, valid, self.triplet_loss, self.window,
                                                       block_elements)
         if wanted & {"ltr_pair", "ltr_triplet"}:
-            stacked_t, stacked_s, valid = _stack_checked(teacher, student, attention_mask, "CKDLoss", 2)
-            with full_precision(valid.device):
-                gram_t, gram_s = _ltr_grams(stacked_t, stacked_s, valid)
+            with full_precision(attention_mask.device):
+                if memo is None:
+                    stacked_t, stacked_s, valid = _stack_checked(teacher, student, attention_mask, "CKDLoss", 2)
+                    gram_t, gram_s = _ltr_grams(stacked_t, stacked_s, valid)
+                else:
+                    valid = _check_layer_pairs(teacher, student, attention_mask, "CKDLoss")
+                    stacked_s = _stack_layers(student, "CKDLoss: student_states")
+                    layer_valid = valid.unsqueeze(-1).expand(-1, -1, stacked_s.shape[2])
+                    gram_t, gram_s = memo.ltr(rows, teacher, valid, layers), centred_gram(stacked_s, layer_valid)
                 if "ltr_pair" in wanted:
                     terms["ltr_pair"] = _ltr_pair(gram_t, gram_s, valid, self.pair_loss, self.pair_metric)
                 if "ltr_triplet" in wanted:
