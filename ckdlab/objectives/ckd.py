@@ -50,7 +50,10 @@ path. The ``huber`` loss does not expand; it walks over blocks of (sequences x a
 squared-distance matrix in the same pass (first-order gradient only). Padded positions may hold
 any finite values.
 
-Measured by ``benchmarks/bench_ckd.py`` (see its docstring for the numbers of the latest run).
+Measured by ``benchmarks/bench_ckd.py`` (CPU, one thread, d = 768, 7 layer pairs, forward +
+backward): all triplets at B = 32, L = 128 in 0.68 s and 0.64 GB extra memory, against 39 s and
+10.7 GB for the official windowed code (58x faster, 0.06 of the memory); 37-40x at B = 4-8.
+In float32 the matmul expansion agrees with the element-wise sum to about 1e-5 relative.
 """
 from __future__ import annotations
 
