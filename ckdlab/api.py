@@ -283,7 +283,7 @@ def make_distiller(
         teacher_model, student_model, student_tokenizer, spec, objective=objective, weights=weights,
         temperature=temperature, layer_map=layer_map, objective_options=objective_options, config=config,
         out_dir=out_dir, data_dir=data_dir, callbacks=callbacks, teacher_tokenizer=tokenizer,
-        cache_teacher=cache_teacher,
+        cache_teacher=cache_teacher, cache_all_layers=True,
     )
     needed = {t for t, _ in distiller.layer_map} if "hidden_states" in distiller._needs(distiller.objectives) else set()
     if cached is not None and (not needed or needed <= set(cached.layers)):
@@ -328,6 +328,10 @@ def distill(
                                profile=profile, out_dir=out, seed=seed, **kwargs)
     summary = distiller.train(resume=resume)
     if distiller.teacher_cache is not None:
+        # One training set at a time (grids loop over tasks and seeds outside students and
+        # methods): keeping only the latest cache bounds memory to one cache budget.
+        if distiller.cache_key not in _TEACHER_CACHES:
+            _TEACHER_CACHES.clear()
         _TEACHER_CACHES[distiller.cache_key] = distiller.teacher_cache
     size = model_size(distiller.unwrapped_model())
     row = {

@@ -59,6 +59,25 @@ def test_teacher_gram_memo_gives_the_same_run(tmp_path):
     assert memoised["value"].to_numpy() == pytest.approx(fresh["value"].to_numpy(), rel=1e-4, abs=1e-7)
 
 
+def test_grid_runs_share_one_teacher_pass(tmp_path):
+    """A logit-KD run caches every teacher layer, so a CKD run of another student reuses it."""
+    api.distill("sst2", student=NARROW, objective="kd", profile="smoke", out_dir=tmp_path / "kd", max_steps=1)
+    first = api._TEACHER_CACHES.copy()
+    assert len(first) == 1
+    cache = next(iter(first.values()))
+    assert cache.layers == tuple(range(cache.n_hidden_states))
+    distiller = api.make_distiller("sst2", student="layers:0,1", objective="ckd+kd", profile="smoke", out_dir=tmp_path / "ckd")
+    assert distiller.teacher_cache is cache
+    rows = torch.tensor([0, 1])
+    length = max(cache.hidden[0].shape[1], cache.hidden[1].shape[1])
+    mask = torch.ones(2, length, dtype=torch.long)
+    out = cache.lookup(rows, mask, layers=[0, 2])
+    assert out.hidden_states[1] is None and out.hidden_states[0].shape[:2] == (2, length)
+    assert torch.equal(out.hidden_states[2][0, : cache.hidden[0].shape[1]], cache.hidden[0][2])
+    with pytest.raises(KeyError, match="not cached"):
+        cache.lookup(rows, mask, layers=[99])
+
+
 def test_cache_lookup_matches_a_live_teacher_forward():
     distiller = api.make_distiller("sst2", student=NARROW, objective="ckd+kd", profile="smoke")
     distiller.setup()

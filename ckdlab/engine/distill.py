@@ -8,7 +8,8 @@
 - The teacher is frozen, in eval mode, under ``no_grad``; the student (and any learned projection
   of an objective) is what Accelerate wraps for DDP and mixed precision.
 - Teacher outputs can be cached (``cache_teacher``): logits always, hidden states of the mapped
-  layers when they fit the memory budget. Objectives that need attention q/k/v (TinyBERT, MiniLM)
+  layers (of every layer with ``cache_all_layers``, for grids of runs) when they fit the memory
+  budget. Objectives that need attention q/k/v (TinyBERT, MiniLM)
   run the teacher live.
 - Loss weights and the KD temperature can change between steps (``set_weight``,
   ``set_temperature``); every change is recorded in ``events.jsonl`` with its step.
@@ -82,6 +83,7 @@ class Distiller(Trainer):
         teacher_tokenizer: PreTrainedTokenizerBase | None = None,
         cache_teacher: bool = True,
         cache_budget_gb: float = 2.0,
+        cache_all_layers: bool = False,
         teacher_cache: TeacherCache | None = None,
     ) -> None:
         self.objective_names = parse_objective(objective)
@@ -113,6 +115,7 @@ class Distiller(Trainer):
         self.temperature = float(temperature)
         self.cache_teacher = cache_teacher
         self.cache_budget_bytes = int(cache_budget_gb * 1024**3)
+        self.cache_all_layers = cache_all_layers
         self.teacher_cache = teacher_cache
 
     @property
@@ -151,7 +154,15 @@ class Distiller(Trainer):
         needs = self._needs(self.objectives)
         # Fine-tuning alone ("ce") needs nothing from the teacher: no pass over the training set.
         if self.cache_teacher and self.teacher_cache is None and needs - {"labels"} and "qkv" not in needs:
-            layers = sorted({t for t, _ in self.layer_map}) if "hidden_states" in needs else []
+            mapped = sorted({t for t, _ in self.layer_map}) if "hidden_states" in needs else []
+            layers = mapped
+            if self.cache_all_layers:
+                # Every hidden state, so that runs of other students and objectives on the same
+                # training set (a grid of runs) reuse this cache instead of running the teacher again.
+                every = list(range(self.teacher.config.num_hidden_layers + 1))
+                lengths = [len(ids) for ids in self.train_tokenized["input_ids"]]
+                if TeacherCache.estimate_bytes(lengths, len(every), self.teacher.config.hidden_size) <= self.cache_budget_bytes:
+                    layers = every
             self.teacher_cache = TeacherCache.build(
                 self.teacher, self.train_tokenized, DynamicPaddingCollator(self.tokenizer), layers,
                 batch_size=self.config.eval_batch_size, budget_bytes=self.cache_budget_bytes,
@@ -170,8 +181,9 @@ class Distiller(Trainer):
 
     def teacher_outputs(self, batch: dict[str, torch.Tensor], needs: set[str]) -> SimpleNamespace:
         cache = self.teacher_cache
-        if cache is not None and "qkv" not in needs and ("hidden_states" not in needs or cache.has_hidden):
-            return cache.lookup(batch["row"], batch["attention_mask"])
+        mapped = sorted({t for t, _ in self.layer_map}) if "hidden_states" in needs else []
+        if cache is not None and "qkv" not in needs and set(mapped) <= set(cache.layers):
+            return cache.lookup(batch["row"], batch["attention_mask"], layers=mapped)
         with torch.no_grad():
             return self._forward(self.teacher, self.model_inputs(batch), needs)
 

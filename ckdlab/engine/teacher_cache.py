@@ -74,9 +74,11 @@ class TeacherCache:
     def has_hidden(self) -> bool:
         return self.hidden is not None
 
-    def lookup(self, rows: torch.Tensor, attention_mask: torch.Tensor) -> SimpleNamespace:
+    def lookup(self, rows: torch.Tensor, attention_mask: torch.Tensor, layers: Sequence[int] | None = None) -> SimpleNamespace:
         """Teacher outputs for a batch: ``.logits`` and ``.hidden_states`` (a tuple over all teacher
-        hidden-state indices; uncached indices are ``None``), padded to the batch's length.
+        hidden-state indices; indices not cached or not asked for are ``None``), padded to the
+        batch's length. ``layers``: the hidden-state indices wanted (None = every cached one;
+        ``()`` = logits only).
 
         Examples are assumed right-padded, as the collator does for BERT tokenizers.
         """
@@ -84,16 +86,21 @@ class TeacherCache:
         rows_list = rows.tolist()
         logits = self.logits[rows_list].to(device)
         hidden_states = None
-        if self.has_hidden:
+        wanted = list(self.layers) if layers is None else list(layers)
+        missing = sorted(set(wanted) - set(self.layers))
+        if missing:
+            raise KeyError(f"teacher hidden states {missing} are not cached (cached: {list(self.layers)})")
+        if self.has_hidden and wanted:
             batch, length = attention_mask.shape
             width = self.hidden[0].shape[-1]
-            padded = torch.zeros(len(self.layers), batch, length, width)
+            slots = [self.layers.index(i) for i in wanted]
+            padded = torch.zeros(len(wanted), batch, length, width)
             for b, row in enumerate(rows_list):
                 example = self.hidden[row]
-                padded[:, b, : example.shape[1]] = example
+                padded[:, b, : example.shape[1]] = example[slots]
             padded = padded.to(device)
             states: list[torch.Tensor | None] = [None] * self.n_hidden_states
-            for j, index in enumerate(self.layers):
+            for j, index in enumerate(wanted):
                 states[index] = padded[j]
             hidden_states = tuple(states)
         return SimpleNamespace(logits=logits, hidden_states=hidden_states, qkv=None)
