@@ -39,6 +39,8 @@ paper: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_ckd.py
+	$(BIN)/python benchmarks/bench_distill_step.py --threads 2
+	$(BIN)/python benchmarks/bench_widgets.py
 
 clean-runs:
 	rm -rf runs results notebooks/executed
