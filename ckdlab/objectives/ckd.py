@@ -625,9 +625,9 @@ class CKDLoss(nn.Module):
         triplet_loss: option of both triplet terms ("mse"/"huber").
         window: WR triplet window w (None = all triplets).
         block_elements: block size of the WR triplet loop (None = device default).
-        memoize_teacher: keep the teacher's Grams per training example (:class:`TeacherGramMemo`);
-            ``forward`` then needs ``rows``, the dataset row of each sequence. For a fixed
-            training set only (the distillation engine turns it on).
+        memoize_teacher: keep the teacher's Grams per training example (:class:`TeacherGramMemo`),
+            for calls that pass ``rows``, the dataset row of each sequence. For a fixed training
+            set only (the distillation engine turns it on).
     """
 
     def __init__(
@@ -673,11 +673,10 @@ class CKDLoss(nn.Module):
             teacher_outputs, student_outputs: model outputs with ``.hidden_states`` (call the
                 models with ``output_hidden_states=True``), or the hidden-states tuples themselves.
             attention_mask: ``[B, L]`` of 0/1, the mask given to both models.
-            rows: ``[B]`` dataset row of each sequence; required with ``memoize_teacher``.
+            rows: ``[B]`` dataset row of each sequence, for ``memoize_teacher``; without it (a batch
+                from elsewhere) the teacher's Grams are computed afresh and not stored.
         """
-        memo = self.teacher_memo
-        if memo is not None and rows is None:
-            raise ValueError("CKDLoss(memoize_teacher=True) needs rows= (the dataset row of each sequence)")
+        memo = self.teacher_memo if rows is not None else None
         self._check_weights()
         teacher_hidden = _hidden_states(teacher_outputs, "teacher_outputs")
         student_hidden = _hidden_states(student_outputs, "student_outputs")
