@@ -163,20 +163,24 @@ def _pair_divergence(rel_t: Tensor, rel_s: Tensor, pairs: Tensor, loss: str, met
     return _pointwise(diff, loss).sum(), pairs.sum()
 
 
-def _wr_grams(teacher_states: Sequence[Tensor], student_states: Sequence[Tensor],
-              valid: Tensor) -> tuple[list[CentredGram], list[CentredGram]]:
-    """One centred Gram per mapped layer and model; the teacher's without gradient."""
-    with torch.no_grad():
-        grams_t = [centred_gram(t.detach(), valid) for t in teacher_states]
-    return grams_t, [centred_gram(s, valid) for s in student_states]
+def _wr_grams(states: Sequence[Tensor], valid: Tensor) -> list[CentredGram]:
+    """One centred Gram ``[B, L, L]`` per mapped layer."""
+    return [centred_gram(h, valid) for h in states]
 
 
-def _ltr_grams(teacher: Tensor, student: Tensor, valid: Tensor) -> tuple[CentredGram, CentredGram]:
+def _ltr_gram(stacked: Tensor, valid: Tensor) -> CentredGram:
     """Per-token Grams ``[B, L, n, n]`` across the n stacked layers ``[B, L, n, d]``."""
-    layer_valid = valid.unsqueeze(-1).expand(-1, -1, teacher.shape[2])
-    with torch.no_grad():
-        gram_t = centred_gram(teacher.detach(), layer_valid)
-    return gram_t, centred_gram(student, layer_valid)
+    return centred_gram(stacked, valid.unsqueeze(-1).expand(-1, -1, stacked.shape[2]))
+
+
+@torch.no_grad()
+def _teacher_wr_grams(teacher_states: Sequence[Tensor], valid: Tensor) -> list[CentredGram]:
+    return _wr_grams([t.detach() for t in teacher_states], valid)
+
+
+@torch.no_grad()
+def _teacher_ltr_gram(teacher_stacked: Tensor, valid: Tensor) -> CentredGram:
+    return _ltr_gram(teacher_stacked.detach(), valid)
 
 
 class TeacherGramMemo:
@@ -196,20 +200,29 @@ class TeacherGramMemo:
     def __len__(self) -> int:
         return len(self._wr) + len(self._ltr)
 
-    def clear(self) -> None:
-        self._wr.clear()
-        self._ltr.clear()
+    @staticmethod
+    def layout(rows: Tensor, valid: Tensor, layers: tuple[int, ...]) -> tuple[list[tuple], list[slice | Tensor]]:
+        """Keys (teacher layers, row) and, per sequence, its valid positions (a slice when they are a
+        prefix): computed once per batch, for :meth:`wr` and :meth:`ltr`."""
+        if rows.shape != valid.shape[:1]:
+            raise ValueError(f"rows must hold one dataset row per sequence, got {tuple(rows.shape)} for {valid.shape[0]} sequences")
+        lengths = valid.sum(dim=1)
+        prefix = (valid == (torch.arange(valid.shape[1], device=valid.device) < lengths[:, None])).all(dim=1)
+        positions: list[slice | Tensor] = [
+            slice(0, n) if is_prefix else valid[b].nonzero().squeeze(-1)
+            for b, (n, is_prefix) in enumerate(zip(lengths.tolist(), prefix.tolist()))
+        ]
+        return [(layers, int(r)) for r in rows.tolist()], positions
 
     @torch.no_grad()
-    def wr(self, rows: Tensor, teacher_states: Sequence[Tensor], valid: Tensor, layers: tuple[int, ...]) -> list[CentredGram]:
-        """``[B, L, L]`` Grams of the mapped teacher layers (hidden-state indices ``layers``) for this batch."""
-        store, width = self._wr, teacher_states[0].shape[-1]
-        keys, positions = self._layout(rows, valid, layers)
+    def wr(self, layout: tuple[list[tuple], list[slice | Tensor]], teacher_states: Sequence[Tensor],
+           valid: Tensor) -> list[CentredGram]:
+        """``[B, L, L]`` Grams of the mapped teacher layers for this batch (``layout`` from :meth:`layout`)."""
+        store, (keys, positions) = self._wr, layout
         missing = [b for b, key in enumerate(keys) if key not in store]
         if missing:
             index = torch.tensor(missing, device=valid.device)
-            sub_valid = valid.index_select(0, index)
-            grams = [centred_gram(t.detach().index_select(0, index), sub_valid) for t in teacher_states]
+            grams = _teacher_wr_grams([t.index_select(0, index) for t in teacher_states], valid.index_select(0, index))
             for j, b in enumerate(missing):
                 pos = positions[b]
                 store[keys[b]] = (
@@ -230,23 +243,23 @@ class TeacherGramMemo:
             else:
                 gram[:, b, pos[:, None], pos[None, :]], offset[:, b, pos] = g, o
             mean_sq[:, b] = m
+        width = teacher_states[0].shape[-1]
         return [CentredGram(gram[i], offset[i], mean_sq[i], width) for i in range(k)]
 
     @torch.no_grad()
-    def ltr(self, rows: Tensor, teacher_states: Sequence[Tensor], valid: Tensor, layers: tuple[int, ...]) -> CentredGram:
+    def ltr(self, layout: tuple[list[tuple], list[slice | Tensor]], teacher_states: Sequence[Tensor],
+            valid: Tensor) -> CentredGram:
         """``[B, L, n, n]`` per-token Grams across the n mapped teacher layers for this batch."""
-        store, n, width = self._ltr, len(teacher_states), teacher_states[0].shape[-1]
-        keys, positions = self._layout(rows, valid, layers)
+        store, (keys, positions) = self._ltr, layout
         missing = [b for b, key in enumerate(keys) if key not in store]
         if missing:
             index = torch.tensor(missing, device=valid.device)
-            stacked = torch.stack([t.detach().index_select(0, index) for t in teacher_states], dim=2)
-            layer_valid = valid.index_select(0, index).unsqueeze(-1).expand(-1, -1, n)
-            g = centred_gram(stacked, layer_valid)
+            stacked = torch.stack([t.index_select(0, index) for t in teacher_states], dim=2)
+            g = _teacher_ltr_gram(stacked, valid.index_select(0, index))
             for j, b in enumerate(missing):
                 pos = positions[b]
                 store[keys[b]] = (g.gram[j][pos], g.offset[j][pos], g.mean_sq[j][pos])
-        batch, length = valid.shape
+        n, (batch, length) = len(teacher_states), valid.shape
         dtype = store[keys[0]][0].dtype
         gram = valid.new_zeros((batch, length, n, n), dtype=dtype)
         offset = valid.new_zeros((batch, length, n), dtype=dtype)
@@ -254,20 +267,7 @@ class TeacherGramMemo:
         for b, key in enumerate(keys):
             pos = positions[b]
             gram[b, pos], offset[b, pos], mean_sq[b, pos] = store[key]
-        return CentredGram(gram, offset, mean_sq, width)
-
-    @staticmethod
-    def _layout(rows: Tensor, valid: Tensor, layers: tuple[int, ...]) -> tuple[list[tuple], list[slice | Tensor]]:
-        """Keys (teacher layers, row) and, per sequence, its valid positions (a slice when they are a prefix)."""
-        if rows.shape != valid.shape[:1]:
-            raise ValueError(f"rows must hold one dataset row per sequence, got {tuple(rows.shape)} for {valid.shape[0]} sequences")
-        lengths = valid.sum(dim=1)
-        prefix = (valid == (torch.arange(valid.shape[1], device=valid.device) < lengths[:, None])).all(dim=1)
-        positions: list[slice | Tensor] = [
-            slice(0, n) if is_prefix else valid[b].nonzero().squeeze(-1)
-            for b, (n, is_prefix) in enumerate(zip(lengths.tolist(), prefix.tolist()))
-        ]
-        return [(layers, int(r)) for r in rows.tolist()], positions
+        return CentredGram(gram, offset, mean_sq, teacher_states[0].shape[-1])
 
 
 # --------------------------------------------------------------------------- WR pair-wise
@@ -300,7 +300,7 @@ def wr_pair_loss(
     _check_option("metric", metric, METRICS)
     valid = _check_layer_pairs(teacher_states, student_states, attention_mask, "wr_pair_loss")
     with full_precision(valid.device):
-        return _wr_pair(*_wr_grams(teacher_states, student_states, valid), valid, loss, metric)
+        return _wr_pair(_teacher_wr_grams(teacher_states, valid), _wr_grams(student_states, valid), valid, loss, metric)
 
 
 def _wr_pair(grams_t: Sequence[CentredGram], grams_s: Sequence[CentredGram], valid: Tensor, loss: str,
@@ -508,8 +508,8 @@ def wr_triplet_loss(
     valid = _check_layer_pairs(teacher_states, student_states, attention_mask, "wr_triplet_loss")
     block_elements = _check_block_elements(block_elements, valid.device)
     with full_precision(valid.device):
-        grams_t, grams_s = _wr_grams(teacher_states, student_states, valid)
-        return _wr_triplet(grams_t, grams_s, valid, loss, window, block_elements)
+        return _wr_triplet(_teacher_wr_grams(teacher_states, valid), _wr_grams(student_states, valid), valid, loss,
+                           window, block_elements)
 
 
 def _wr_triplet(grams_t: Sequence[CentredGram], grams_s: Sequence[CentredGram], valid: Tensor, loss: str,
@@ -559,7 +559,7 @@ def ltr_pair_loss(
     _check_option("metric", metric, METRICS)
     teacher, student, valid = _stack_checked(teacher_states, student_states, attention_mask, "ltr_pair_loss", 2)
     with full_precision(valid.device):
-        return _ltr_pair(*_ltr_grams(teacher, student, valid), valid, loss, metric)
+        return _ltr_pair(_teacher_ltr_gram(teacher, valid), _ltr_gram(student, valid), valid, loss, metric)
 
 
 def _ltr_pair(gram_t: CentredGram, gram_s: CentredGram, valid: Tensor, loss: str, metric: str) -> Tensor:
@@ -591,7 +591,7 @@ def ltr_triplet_loss(
     _check_option("loss", loss, TRIPLET_LOSSES)
     teacher, student, valid = _stack_checked(teacher_states, student_states, attention_mask, "ltr_triplet_loss", 3)
     with full_precision(valid.device):
-        return _ltr_triplet(*_ltr_grams(teacher, student, valid), valid, loss)
+        return _ltr_triplet(_teacher_ltr_gram(teacher, valid), _ltr_gram(student, valid), valid, loss)
 
 
 def _ltr_triplet(gram_t: CentredGram, gram_s: CentredGram, valid: Tensor, loss: str) -> Tensor:
@@ -692,31 +692,28 @@ class CKDLoss(nn.Module):
                 )
         terms: dict[str, Tensor] = {}
         wanted = {term for term in TERMS if self.weights[term] != 0}
+        if not wanted:
+            return terms
+        valid = _check_layer_pairs(teacher, student, attention_mask, "CKDLoss")
+        layout = memo.layout(rows, valid, layers) if memo is not None else None
         # One centred Gram per layer (WR) and per token (LTR) serves both the pair and the triplet
         # term: the Grams are the largest part of CKD's cost at BERT widths.
-        if wanted & {"wr_pair", "wr_triplet"}:
-            valid = _check_layer_pairs(teacher, student, attention_mask, "CKDLoss")
-            block_elements = _check_block_elements(self.block_elements, valid.device)
-            with full_precision(valid.device):
-                if memo is None:
-                    grams_t, grams_s = _wr_grams(teacher, student, valid)
-                else:
-                    grams_t, grams_s = memo.wr(rows, teacher, valid, layers), [centred_gram(s, valid) for s in student]
+        with full_precision(valid.device):
+            if wanted & {"wr_pair", "wr_triplet"}:
+                grams_t = memo.wr(layout, teacher, valid) if memo is not None else _teacher_wr_grams(teacher, valid)
+                grams_s = _wr_grams(student, valid)
                 if "wr_pair" in wanted:
                     terms["wr_pair"] = _wr_pair(grams_t, grams_s, valid, self.pair_loss, self.pair_metric)
                 if "wr_triplet" in wanted:
+                    block_elements = _check_block_elements(self.block_elements, valid.device)
                     terms["wr_triplet"] = _wr_triplet(grams_t, grams_s, valid, self.triplet_loss, self.window,
                                                       block_elements)
-        if wanted & {"ltr_pair", "ltr_triplet"}:
-            with full_precision(attention_mask.device):
-                if memo is None:
-                    stacked_t, stacked_s, valid = _stack_checked(teacher, student, attention_mask, "CKDLoss", 2)
-                    gram_t, gram_s = _ltr_grams(stacked_t, stacked_s, valid)
+            if wanted & {"ltr_pair", "ltr_triplet"}:
+                if memo is not None:
+                    gram_t = memo.ltr(layout, teacher, valid)
                 else:
-                    valid = _check_layer_pairs(teacher, student, attention_mask, "CKDLoss")
-                    stacked_s = _stack_layers(student, "CKDLoss: student_states")
-                    layer_valid = valid.unsqueeze(-1).expand(-1, -1, stacked_s.shape[2])
-                    gram_t, gram_s = memo.ltr(rows, teacher, valid, layers), centred_gram(stacked_s, layer_valid)
+                    gram_t = _teacher_ltr_gram(_stack_layers(teacher, "CKDLoss: teacher_states"), valid)
+                gram_s = _ltr_gram(_stack_layers(student, "CKDLoss: student_states"), valid)
                 if "ltr_pair" in wanted:
                     terms["ltr_pair"] = _ltr_pair(gram_t, gram_s, valid, self.pair_loss, self.pair_metric)
                 if "ltr_triplet" in wanted:

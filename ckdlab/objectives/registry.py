@@ -71,8 +71,7 @@ class CKDObjective(nn.Module):
         return self.loss.weights
 
     def forward(self, teacher: Any, student: Any, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        rows = batch.get("row") if self.loss.teacher_memo is not None else None
-        return self.loss(teacher, student, batch["attention_mask"], rows=rows)
+        return self.loss(teacher, student, batch["attention_mask"], rows=batch.get("row"))
 
 
 CKD_OPTIONS = ("pair_loss", "pair_metric", "triplet_loss", "window", "block_elements", "memoize_teacher")
