@@ -285,8 +285,7 @@ def make_distiller(
         out_dir=out_dir, data_dir=data_dir, callbacks=callbacks, teacher_tokenizer=tokenizer,
         cache_teacher=cache_teacher, cache_all_layers=True,
     )
-    needed = {t for t, _ in distiller.layer_map} if "hidden_states" in distiller._needs(distiller.objectives) else set()
-    if cached is not None and (not needed or needed <= set(cached.layers)):
+    if cached is not None and set(distiller.mapped_teacher_layers()) <= set(cached.layers):
         distiller.teacher_cache = cached
     distiller.teacher_path = teacher_path
     distiller.cache_key = cache_key

@@ -148,14 +148,18 @@ class Distiller(Trainer):
     def _needs(self, names: Iterable[str]) -> set[str]:
         return set().union(*(REGISTRY[n].needs for n in names)) if names else set()
 
+    def mapped_teacher_layers(self, needs: set[str] | None = None) -> list[int]:
+        """Teacher hidden-state indices the objectives read (all of them, or those with ``needs``)."""
+        needs = self._needs(self.objectives) if needs is None else needs
+        return sorted({t for t, _ in self.layer_map}) if "hidden_states" in needs else []
+
     def _after_setup(self) -> None:
         self.teacher.to(self.accelerator.device)
         self.objectives.to(self.accelerator.device)
         needs = self._needs(self.objectives)
         # Fine-tuning alone ("ce") needs nothing from the teacher: no pass over the training set.
         if self.cache_teacher and self.teacher_cache is None and needs - {"labels"} and "qkv" not in needs:
-            mapped = sorted({t for t, _ in self.layer_map}) if "hidden_states" in needs else []
-            layers = mapped
+            layers = self.mapped_teacher_layers(needs)
             if self.cache_all_layers:
                 # Every hidden state, so that runs of other students and objectives on the same
                 # training set (a grid of runs) reuse this cache instead of running the teacher again.
@@ -181,7 +185,7 @@ class Distiller(Trainer):
 
     def teacher_outputs(self, batch: dict[str, torch.Tensor], needs: set[str]) -> SimpleNamespace:
         cache = self.teacher_cache
-        mapped = sorted({t for t, _ in self.layer_map}) if "hidden_states" in needs else []
+        mapped = self.mapped_teacher_layers(needs)
         if cache is not None and "qkv" not in needs and set(mapped) <= set(cache.layers):
             return cache.lookup(batch["row"], batch["attention_mask"], layers=mapped)
         with torch.no_grad():
