@@ -23,7 +23,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from ckdlab.data import load_task  # noqa: E402
-from ckdlab.engine import load_profile, profile_config  # noqa: E402
+from ckdlab.profiles import load_profile, profile_config  # noqa: E402
 from ckdlab.engine.distill import Distiller  # noqa: E402
 from ckdlab.models import build_student, load_backbone  # noqa: E402
 

@@ -3,63 +3,115 @@
     ckdlab finetune --task sst2 --model minilm-l6 --profile quick --out runs/teacher-sst2
     ckdlab distill  --task sst2 --teacher runs/teacher-sst2/best --student layers:0,2,4 \\
                     --objective ckd+kd --weights wr_pair=1,wr_triplet=1,ltr_pair=1,ltr_triplet=1,kd=1
+    ckdlab evaluate --model runs/teacher-sst2/best --task sst2
     ckdlab teachers --profile quick            # fine-tune (or reuse) every profile teacher
     ckdlab table    --kind distill             # a paper-style table from results/records
     ckdlab notebooks --profile quick           # execute the notebooks headless (make reproduce)
     ckdlab zero-shot --profile quick --languages en,de,sw   # notebook 04's zero-shot table
+    ckdlab paper --dry-run                     # every paper config, one step on tiny stand-ins
     ckdlab info                                # models, tasks, where data is found
 
-Several GPUs: ``accelerate launch -m ckdlab.cli finetune ...``. Errors in the input print one
-line that names the option and the fix, and exit with status 2.
+Training and distillation options are built from :class:`~ckdlab.engine.config.TrainConfig` and
+:class:`~ckdlab.engine.config.DistillConfig`, so every field there is an option here with the same
+default. Several GPUs: ``accelerate launch -m ckdlab.cli finetune ...``. A fault the user can fix
+prints one paragraph naming the option or file and the fix, and exits with status 2.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
-TRAIN_OPTIONS = {
-    "epochs": float,
-    "lr": float,
-    "batch_size": int,
-    "max_length": int,
-    "train_limit": int,
-    "dev_limit": int,
-    "max_steps": int,
-    "eval_every": int,
-    "save_every": int,
-    "mixed_precision": str,
-}
+from ckdlab.engine.config import DistillConfig, TrainConfig
+
+_CONVERTERS = {"float": float, "int": int, "int | None": int, "str": str}
+# DistillConfig fields given as text on the command line, and how the text becomes a value.
+_DISTILL_TEXT_OPTIONS = ("weights", "objective_options", "layer_map")
 
 
-def _add_train_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("training options (override the profile)")
-    for name, kind in TRAIN_OPTIONS.items():
-        group.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=None)
-    parser.add_argument("--profile", default="quick", help="smoke | quick | paper | path to a YAML profile")
-    parser.add_argument("--data-dir", default=None, help="folder with glue_data/ (else $CKDLAB_DATA, data/, ../shared/data, the hub)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-resume", action="store_true", help="start afresh even if a checkpoint exists")
+def parse_assignments(text: str | None, option: str, number: bool = True) -> dict[str, Any]:
+    """``'wr_pair=1,kd=0.5'`` -> ``{'wr_pair': 1.0, 'kd': 0.5}`` (values as numbers, or as YAML scalars)."""
+    import yaml
+
+    values: dict[str, Any] = {}
+    for item in filter(None, (text or "").split(",")):
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            kind, example = ("number", "wr_pair=1,kd=0.5") if number else ("value", "window=10")
+            raise ValueError(f"{option} item '{item}' must look like name={kind}, e.g. {example}")
+        if number:
+            try:
+                values[name.strip()] = float(value)
+            except ValueError as err:
+                raise ValueError(f"{option} item '{item}': '{value}' is not a number") from err
+        else:
+            values[name.strip()] = yaml.safe_load(value)
+    return values
 
 
-def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    return {name: getattr(args, name) for name in TRAIN_OPTIONS if getattr(args, name) is not None}
+def parse_parameter(item: str) -> tuple[str, Any]:
+    """One ``--param name=value`` (the value read as YAML, so ``seeds=[0,1,2]`` is a list)."""
+    import yaml
+
+    name, sep, value = item.partition("=")
+    if not sep or not name.strip():
+        raise ValueError(f"--param '{item}' must look like name=value, e.g. grid=full")
+    return name.strip(), yaml.safe_load(value)
 
 
 def parse_weights(text: str | None) -> dict[str, float]:
     """``'wr_pair=1,kd=0.5'`` -> ``{'wr_pair': 1.0, 'kd': 0.5}``."""
-    weights: dict[str, float] = {}
-    for item in filter(None, (text or "").split(",")):
-        name, sep, value = item.partition("=")
-        try:
-            weights[name.strip()] = float(value)
-        except ValueError:
-            sep = ""
-        if not sep:
-            raise ValueError(f"--weights item '{item}' must look like name=number, e.g. wr_pair=1,kd=0.5")
-    return weights
+    return parse_assignments(text, "--weights")
+
+
+def _add_fields(parser: argparse.ArgumentParser, config: type, title: str, skip: tuple[str, ...] = ()) -> None:
+    """One option per field of the ``config`` dataclass (``--batch-size`` for ``batch_size``), default None
+    so that only what the user gives overrides the profile."""
+    group = parser.add_argument_group(title)
+    for spec in dataclasses.fields(config):
+        help_text = spec.metadata.get("help")
+        if spec.name in skip or help_text is None:
+            continue
+        flag = f"--{spec.name.replace('_', '-')}"
+        default = spec.default if spec.default is not dataclasses.MISSING else spec.default_factory()
+        text = f"{help_text} (default: the profile's, else {default})"
+        if spec.type == "bool":
+            group.add_argument(flag, dest=spec.name, action=argparse.BooleanOptionalAction, default=None, help=text)
+        elif spec.name in _DISTILL_TEXT_OPTIONS or spec.type not in _CONVERTERS:
+            group.add_argument(flag, dest=spec.name, default=None, help=text)
+        else:
+            group.add_argument(flag, dest=spec.name, type=_CONVERTERS[spec.type], default=None, help=text)
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    _add_fields(parser, TrainConfig, "training options (override the profile)", skip=("seed",))
+    parser.add_argument("--profile", default="quick", help="smoke | quick | paper | path to a YAML profile")
+    parser.add_argument("--data-dir", default=None, help="folder with glue_data/ (else $CKDLAB_DATA, data/, ../shared/data, the hub)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the run (data order, subsets, initialisation)")
+    parser.add_argument("--no-resume", action="store_true", help="discard what --out holds and start afresh")
+
+
+def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    names = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("seed", "extra")]
+    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+
+
+def distill_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The DistillConfig fields the user gave, parsed."""
+    options: dict[str, Any] = {}
+    for spec in dataclasses.fields(DistillConfig):
+        value = getattr(args, spec.name, None)
+        if value is None:
+            continue
+        if spec.name == "weights":
+            value = parse_weights(value)
+        elif spec.name == "objective_options":
+            value = parse_assignments(value, "--objective-options", number=False)
+        options[spec.name] = value
+    return options
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,20 +121,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("finetune", help="fine-tune a teacher on a task")
     p.add_argument("--task", required=True)
     p.add_argument("--model", default=None, help="minilm-l6 | tiny-random | me5-small | hub id | folder (default: the profile's teacher)")
-    p.add_argument("--out", default=None, help="run folder (default: runs/<profile>/teachers/<task>)")
-    _add_train_options(p)
+    p.add_argument("--out", default=None, help="run folder (default: runs/<profile>/teachers/<task>-<id>)")
+    _add_run_options(p)
 
     p = sub.add_parser("distill", help="distil a fine-tuned teacher into a student")
     p.add_argument("--task", required=True)
     p.add_argument("--teacher", default=None, help="fine-tuned teacher folder (default: the profile's teacher for the task, trained if absent)")
-    p.add_argument("--student", required=True, help="layers:0,2,4 | first:k | every-other | skip:k | config:L4-H256-A4-I1024")
-    p.add_argument("--student-init", default=None, choices=["bert", "slice"], help="init of config: students (default: the profile's)")
-    p.add_argument("--objective", default="ckd+kd", help="'+'-joined objectives, e.g. ckd+kd, kd, pkd+kd, tinybert, minilm, ce")
-    p.add_argument("--weights", default=None, help="term=weight list, e.g. wr_pair=1,wr_triplet=1,ltr_pair=1,ltr_triplet=1,kd=1")
-    p.add_argument("--temperature", type=float, default=None)
-    p.add_argument("--layer-map", default="uniform", help="uniform | last | skip | explicit '0-0,2-1,4-2'")
-    p.add_argument("--out", default=None)
-    _add_train_options(p)
+    p.add_argument("--student", required=True, help="layers:0,2,4 | first:k | every-other | skip:k | config:L4-H256-A4-I1024 | a folder")
+    p.add_argument("--method", default=None, help="label of the run in tables (default: the objective)")
+    p.add_argument("--out", default=None, help="run folder (default: runs/<profile>/students/<task>/<student>/<method>/seed<k>-<id>)")
+    _add_fields(p, DistillConfig, "distillation options (override the profile)")
+    _add_run_options(p)
 
     p = sub.add_parser("evaluate", help="evaluate a saved model on a task's dev split")
     p.add_argument("--model", required=True)
@@ -98,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("table", help="paper-style table from the results registry")
     p.add_argument("--results", default=None, help="results folder (default: results/)")
-    p.add_argument("--kind", default=None, help="finetune | distill | ...")
+    p.add_argument("--kind", default=None, help="finetune | distill | dynabert | zero-shot")
     p.add_argument("--profile", default=None)
     p.add_argument("--rows", default="student,method")
     p.add_argument("--format", default="markdown", choices=["markdown", "latex", "csv"])
@@ -115,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None)
 
     p = sub.add_parser("zero-shot", help="zero-shot cross-lingual transfer: teacher + settings (a)-(d), per-language table")
-    p.add_argument("--profile", default="quick", help="smoke | quick | paper (configs/profiles/multilingual.yaml) or a YAML file")
+    p.add_argument("--profile", default="quick", help="smoke | quick | paper or a profile YAML file (its zero_shot section)")
     p.add_argument("--task", default="xnli", help="xnli | sentiment")
     p.add_argument("--languages", default=None, help="comma-separated, e.g. en,de,sw (default: the profile's)")
     p.add_argument("--settings", default="a,b,c,d", help="a: pre-training KD, b: fine-tuning KD, c: both, d: none")
@@ -143,15 +192,13 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "finetune":
         summary = api.finetune_teacher(
             args.task, profile=args.profile, model=args.model, out_dir=args.out, data_dir=args.data_dir,
-            seed=args.seed, resume=not args.no_resume, **_overrides(args),
+            seed=args.seed, resume=not args.no_resume, **train_overrides(args),
         )
         print(json.dumps({k: v for k, v in summary.items() if k != "final_metrics"}, indent=2, default=str))
     elif args.command == "distill":
         summary = api.distill(
-            args.task, student=args.student, objective=args.objective, weights=parse_weights(args.weights),
-            teacher=args.teacher, profile=args.profile, temperature=args.temperature, layer_map=args.layer_map,
-            student_init=args.student_init, out_dir=args.out, data_dir=args.data_dir, seed=args.seed,
-            resume=not args.no_resume, **_overrides(args),
+            args.task, student=args.student, teacher=args.teacher, profile=args.profile, method=args.method, out_dir=args.out,
+            data_dir=args.data_dir, seed=args.seed, resume=not args.no_resume, **distill_options(args), **train_overrides(args),
         )
         print(json.dumps(summary, indent=2, default=str))
     elif args.command == "evaluate":
@@ -160,22 +207,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         tasks = args.tasks.split(",") if args.tasks else None
         print(api.finetune_teachers(tasks, profile=args.profile, data_dir=args.data_dir).to_string(index=False))
     elif args.command == "table":
-        from ckdlab.results import load_runs, table
-
         filters = {k: v for k, v in (("kind", args.kind), ("profile", args.profile)) if v}
-        runs = load_runs(args.results or api.results_dir(), **filters)
-        result = table(runs, rows=args.rows.split(","))
-        print({"markdown": result.to_markdown, "latex": result.to_latex, "csv": lambda: result.mean.to_csv()}[args.format]())
+        result = api.table(api.load_runs(args.results, **filters), rows=args.rows.split(","))
+        print({"markdown": result.to_markdown, "latex": result.to_latex, "csv": lambda: result.tidy().to_csv(index=False)}[args.format]())
     elif args.command == "notebooks":
         from ckdlab.reproduce import run_notebooks
 
         only = args.only.split(",") if args.only else None
-        parameters = {}
-        for item in args.param:
-            name, sep, value = item.partition("=")
-            if not sep or not name:
-                raise ValueError(f"--param '{item}' must look like name=value, e.g. grid=full")
-            parameters[name] = value
+        parameters = dict(parse_parameter(item) for item in args.param)
         for row in run_notebooks(args.profile, only=only, out_dir=Path(args.out), parameters=parameters):
             print(f"{row['notebook']}: {row['seconds']:.0f} s")
     elif args.command == "zero-shot":

@@ -47,7 +47,7 @@ def run_notebooks(
         )
         rows.append({"notebook": path.name, "profile": profile, "seconds": round(time.perf_counter() - start, 1)})
     if timings_csv is None:
-        from ckdlab.api import results_dir
+        from ckdlab.workspace import results_dir
 
         timings_csv = results_dir() / f"notebook_times_{profile}.csv"
     # Merge with earlier timings so that running notebooks one at a time keeps every row.

@@ -9,7 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ckdlab import ablations as ab
+from ckdlab import results as stats
+from ckdlab.profiles import load_profile, merge
+from ckdlab.studies import ablations as ab
 
 
 def test_reduced_quick_grid_expands_to_the_right_runs():
@@ -64,30 +66,28 @@ def test_every_variant_builds_a_valid_objective():
 def test_bad_grid_names():
     with pytest.raises(ValueError, match="grid="):
         ab.expand_grid("quick", "huge")
-    with pytest.raises(ValueError, match="no section for profile"):
+    with pytest.raises(FileNotFoundError, match="profile 'nonsense' not found"):
         ab.expand_grid("nonsense", "reduced")
-    settings = ab.load_settings()
-    settings["quick"]["grids"]["reduced"]["groups"] = ["relations", "colour"]
+    settings = load_profile("quick")
+    settings["ablations"]["grids"]["reduced"]["groups"] = ["relations", "colour"]
     with pytest.raises(ValueError, match="colour"):
-        ab.expand_grid("quick", "reduced", settings=settings)
+        ab.expand_grid(settings, "reduced")
 
 
 def test_merge_is_deep_and_does_not_alias():
     base = {"a": {"x": 1, "y": 2}, "b": [1]}
-    out = ab.merge(base, {"a": {"y": 3}, "b": [2]})
+    out = merge(base, {"a": {"y": 3}, "b": [2]})
     assert out == {"a": {"x": 1, "y": 3}, "b": [2]} and base == {"a": {"x": 1, "y": 2}, "b": [1]}
 
 
 def test_runner_trains_each_distinct_configuration_once(monkeypatch):
-    from ckdlab import api
-
     calls = []
 
     def fake_distill(task, **kwargs):
         calls.append((task, kwargs["seed"], kwargs["method"]))
         return {"score": 0.5 + 0.01 * len(calls), "params": 100, "latency_ms": 1.0}
 
-    monkeypatch.setattr(api, "distill", fake_distill)
+    monkeypatch.setattr(ab, "distill", fake_distill)
     frame = ab.run_ablations("quick", "reduced", reuse=False)
     assert len(calls) == len(set(calls)) == 8
     assert len(frame) == 10
@@ -97,9 +97,9 @@ def test_runner_trains_each_distinct_configuration_once(monkeypatch):
 
 
 def test_t_interval_and_compare():
-    mean, half, n = ab.t_interval([1.0, 2.0, 3.0])
+    mean, half, n = stats.t_interval([1.0, 2.0, 3.0])
     assert (mean, n) == (2.0, 3) and half == pytest.approx(4.302652729911275 / math.sqrt(3))
-    assert math.isnan(ab.t_interval([1.0])[1])
+    assert math.isnan(stats.t_interval([1.0])[1])
     rows = []
     for seed in range(4):
         for task in ("sst2", "rte"):
@@ -107,24 +107,24 @@ def test_t_interval_and_compare():
             rows.append({"group": "g", "variant": "better", "task": task, "seed": seed, "score": 0.85 + 0.002 * seed})
             rows.append({"group": "g", "variant": "noisy", "task": task, "seed": seed, "score": 0.80 + (0.05 if seed % 2 else -0.05)})
     frame = pd.DataFrame(rows)
-    better = ab.compare(frame, "better", "base")
+    better = stats.compare(frame, "better", "base")
     diffs = [0.05 + 0.001 * s for s in range(4)]
     assert better["diff"] == pytest.approx(np.mean(diffs)) and better["n"] == 4 and better["distinguishable"]
-    assert "beats base by 5.1 ± 0.2 points (95% CI, 4 seeds)" in ab.describe_comparison(better)
-    noisy = ab.compare(frame, "noisy", "base")
-    assert not noisy["distinguishable"] and "not distinguishable" in ab.describe_comparison(noisy)
-    one = ab.compare(frame[frame["seed"] == 0], "better", "base")
-    assert "no conclusion" in ab.describe_comparison(one)
+    assert "beats base by 5.1 ± 0.2 points (95% CI, 4 seeds)" in stats.describe_comparison(better)
+    noisy = stats.compare(frame, "noisy", "base")
+    assert not noisy["distinguishable"] and "not distinguishable" in stats.describe_comparison(noisy)
+    one = stats.compare(frame[frame["seed"] == 0], "better", "base")
+    assert "no conclusion" in stats.describe_comparison(one)
     with pytest.raises(ValueError, match="not found"):
-        ab.compare(frame, "better", "missing")
-    lines = ab.group_conclusions(frame, "g")
+        stats.compare(frame, "better", "missing")
+    lines = stats.group_conclusions(frame, "g")
     assert len(lines) == 2 and lines[0].startswith("better beats base")
 
 
 def test_pareto_front_against_brute_force():
     rng = np.random.default_rng(0)
     frame = pd.DataFrame({"params": rng.integers(1, 20, 40), "score": rng.random(40).round(2)})
-    front = ab.pareto_front(frame)
+    front = stats.pareto_front(frame)
     for i, row in frame.iterrows():
         beaten = any((o.params <= row.params and o.score > row.score) or (o.params < row.params and o.score >= row.score)
                      for j, o in frame.iterrows() if j != i)
@@ -165,7 +165,7 @@ def test_figures_build_from_a_synthetic_frame(tmp_path):
     frame = synthetic_frame()
     fig = plot_ablation_bars(frame, save_to=tmp_path / "bars.png")
     assert [ax.get_title() for ax in fig.axes if ax.get_title()] == ["relations", "pair metric"]
-    plot_sweep_heatmap(frame, save_to=tmp_path / "sweep.png")
+    plot_sweep_heatmap(ab.sweep_matrix(frame), save_to=tmp_path / "sweep.png")
     dyna = pd.DataFrame([{"task": "sst2", "method": m, "seed": s, "width": w, "depth": d, "student": f"w{w}_d{d}",
                           "score": 0.5 + 0.1 * w * d + 0.01 * s, "params": 1e6 * w * d, "latency_ms": 2 * w * d}
                          for m in ("DynaBERT loss", "CKD + KD") for s in (0, 1) for w in (0.25, 0.5, 1.0) for d in (0.5, 1.0)])

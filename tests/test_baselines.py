@@ -12,7 +12,7 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification, BertModel
 
-from ckdlab.objectives.capture import capture_qkv
+from ckdlab.models.capture import capture_qkv
 from ckdlab.objectives.distilbert import DistilBERTCosine
 from ckdlab.objectives.kd import CrossEntropy, LogitKD, mix_kd_ce
 from ckdlab.objectives.minilm import MiniLM

@@ -59,15 +59,22 @@ def test_teacher_gram_memo_gives_the_same_run(tmp_path):
     assert memoised["value"].to_numpy() == pytest.approx(fresh["value"].to_numpy(), rel=1e-4, abs=1e-7)
 
 
-def test_grid_runs_share_one_teacher_pass(tmp_path):
+def test_grid_runs_share_one_teacher_pass(tmp_path, monkeypatch):
     """A logit-KD run caches every teacher layer, so a CKD run of another student reuses it."""
+    from ckdlab.engine import TeacherCache
+    from ckdlab.workspace import POOL
+
+    POOL.clear()
     api.distill("sst2", student=NARROW, objective="kd", profile="smoke", out_dir=tmp_path / "kd", max_steps=1)
-    first = api._TEACHER_CACHES.copy()
-    assert len(first) == 1
-    cache = next(iter(first.values()))
-    assert cache.layers == tuple(range(cache.n_hidden_states))
-    distiller = api.make_distiller("sst2", student="layers:0,1", objective="ckd+kd", profile="smoke", out_dir=tmp_path / "ckd")
-    assert distiller.teacher_cache is cache
+    cache = POOL._cache
+    assert cache is not None and cache.layers == tuple(range(cache.n_hidden_states))
+
+    def no_second_pass(*args, **kwargs):
+        raise AssertionError("the teacher ran over the training set again")
+
+    monkeypatch.setattr(TeacherCache, "build", no_second_pass)
+    api.distill("sst2", student="layers:0,1", objective="ckd+kd", profile="smoke", out_dir=tmp_path / "ckd", max_steps=1)
+    assert POOL._cache is cache
     rows = torch.tensor([0, 1])
     length = max(cache.hidden[0].shape[1], cache.hidden[1].shape[1])
     mask = torch.ones(2, length, dtype=torch.long)
@@ -124,7 +131,7 @@ def test_nan_guard_names_the_term(tmp_path):
     distiller = api.make_distiller("sst2", student=NARROW, objective="ckd+kd", profile="smoke")
     kd = distiller.objectives["kd"]
     original = kd.forward
-    kd.forward = lambda t, s, b: {"kd": original(t, s, b)["kd"] * float("inf")}
+    kd.forward = lambda t, s, b, weights=None: {"kd": original(t, s, b)["kd"] * float("inf")}
     with pytest.raises(NonFiniteLossError, match="'kd' is inf at step 1"):
         distiller.step()
 

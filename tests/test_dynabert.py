@@ -8,7 +8,9 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
-from ckdlab import dynabert as D
+from ckdlab.models import dynabert as D
+from ckdlab.objectives.dynabert import hidden_mse, soft_cross_entropy
+from ckdlab.studies.dynabert import DynaBERTDistiller
 
 
 @pytest.fixture(autouse=True)
@@ -163,7 +165,7 @@ def test_losses_against_loops():
     for b in range(4):
         pt = torch.softmax(zt[b], 0)
         expected -= sum(pt[c] * torch.log_softmax(zs[b], 0)[c] for c in range(3)) / 4
-    assert D.soft_cross_entropy(zs, zt).item() == pytest.approx(float(expected), rel=1e-6)
+    assert soft_cross_entropy(zs, zt).item() == pytest.approx(float(expected), rel=1e-6)
     mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
     s = [torch.randn(2, 3, 5, generator=g) for _ in range(2)]
     t = [torch.randn(2, 3, 5, generator=g) for _ in range(2)]
@@ -171,7 +173,7 @@ def test_losses_against_loops():
     for sj, tj in zip(s, t):
         cells = [(b, i) for b in range(2) for i in range(3) if mask[b, i]]
         expected += sum(((sj[b, i] - tj[b, i]) ** 2).sum() for b, i in cells) / (len(cells) * 5)
-    assert D.hidden_mse(s, t, mask).item() == pytest.approx(float(expected), rel=1e-6)
+    assert hidden_mse(s, t, mask).item() == pytest.approx(float(expected), rel=1e-6)
 
 
 def _distiller(loss, widths, depths):
@@ -185,7 +187,7 @@ def _distiller(loss, widths, depths):
                                                        num_attention_heads=4, intermediate_size=12, num_labels=2))
     student = copy.deepcopy(teacher)
     train = Dataset.from_dict({"sentence": ["a b c", "d e f g h"], "label": [0, 1]})
-    return D.DynaBERTDistiller(teacher.eval(), student, tokenizer, "sst2", loss=loss, widths=widths, depths=depths,
+    return DynaBERTDistiller(teacher.eval(), student, tokenizer, "sst2", loss=loss, widths=widths, depths=depths,
                                config=TrainConfig(progress=False, max_steps=1), train_dataset=train,
                                dev_datasets={"dev": train}, cache_teacher=False), tokenizer
 

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 import torch
 
-from ckdlab.engine import NonFiniteLossError, TrainConfig, Trainer, finetune, load_profile, profile_config
+from ckdlab.engine import NonFiniteLossError, TrainConfig, Trainer, finetune
+from ckdlab.profiles import load_profile, profile_config
 from ckdlab.models import load_backbone
 
 SMALL = dict(epochs=2, batch_size=8, eval_batch_size=32, lr=1e-3, max_length=32, train_limit=32, dev_limit=32, log_every=1, progress=False)

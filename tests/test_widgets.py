@@ -14,7 +14,8 @@ from ckdlab.engine import TrainConfig, Trainer
 from ckdlab.engine.distill import Distiller
 from ckdlab.models import build_student, load_backbone
 from ckdlab.viz import encode, relation_view
-from ckdlab.widgets import LiveDistillationPanel, RelationExplorer, student_checkpoints
+from ckdlab.studies.relations import student_checkpoints
+from ckdlab.widgets import LiveDistillationPanel, RelationExplorer
 
 SMALL = dict(epochs=1, batch_size=8, eval_batch_size=16, lr=1e-3, max_length=32, log_every=1, progress=False, warmup_ratio=0.0)
 CKD_TERMS = ("wr_pair", "wr_triplet", "ltr_pair", "ltr_triplet")
@@ -101,10 +102,10 @@ def test_explorer_shows_bad_input_instead_of_raising(tiny):
 def test_student_checkpoints_are_found_where_notebook_03_saves_them(tmp_path):
     from ckdlab import api
 
-    best = api.student_dir("sst2", "narrow", "CKD + KD", "smoke", 0) / "best"
+    best = api.runs_dir() / "smoke" / "students" / "sst2" / "narrow" / "CKD___KD" / "seed0-1a2b3c4d" / "best"
     best.mkdir(parents=True)
     (best / "config.json").write_text("{}")
-    assert student_checkpoints("sst2", "smoke") == {"narrow/CKD___KD/seed0": best}
+    assert student_checkpoints("sst2", "smoke") == {"narrow/CKD___KD/seed0-1a2b3c4d": best}
 
 
 # ----------------------------------------------------------------- live panel
@@ -227,20 +228,18 @@ def test_a_slider_moved_on_another_thread_waits_for_the_step_in_progress(data, t
     assert trainer.weights["ce"] == 0.25 and trainer.history[0]["step"] == 1  # applies from step 2
 
 
-def test_default_models_offer_teacher_fresh_student_and_saved_students(tiny, tmp_path, monkeypatch):
+def test_explorer_models_offer_teacher_fresh_student_and_saved_students(tiny, tmp_path, monkeypatch):
     from ckdlab import api
-    from ckdlab.widgets import default_models
+    from ckdlab.studies import relations
 
     teacher, tokenizer = tiny
     folder = tmp_path / "teacher"
-    teacher.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    monkeypatch.setattr(api, "ensure_teacher", lambda task, profile: folder)
-    saved = api.student_dir("sst2", "narrow", "CKD + KD", "smoke", 0) / "best"
+    monkeypatch.setattr(relations, "load_teacher", lambda task, teacher_, profile: (folder, teacher, tokenizer))
+    saved = api.runs_dir() / "smoke" / "students" / "sst2" / "narrow" / "CKD___KD" / "seed0-1a2b3c4d" / "best"
     build_student(teacher, "config:L2-H32-A2-I64", num_labels=2).save_pretrained(saved)
     tokenizer.save_pretrained(saved)  # as the trainer's save_model does
-    models = default_models("sst2", "smoke")
-    assert list(models) == ["teacher", "student (untrained)", "narrow/CKD___KD/seed0"]
+    models = api.explorer_models("sst2", "smoke")
+    assert list(models) == ["teacher", "student (untrained)", "narrow/CKD___KD/seed0-1a2b3c4d"]
     assert models["student (untrained)"][0].config.hidden_size == 32  # the smoke profile's first student
-    explorer = RelationExplorer(models, sentence="a fine film", model="narrow/CKD___KD/seed0", reference="teacher")
+    explorer = RelationExplorer(models, sentence="a fine film", model="narrow/CKD___KD/seed0-1a2b3c4d", reference="teacher")
     assert explorer.state()["error"] is None and explorer.state()["matrix_shape"] == (5, 5)

@@ -14,7 +14,12 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
-from ckdlab import multilingual as ml
+from ckdlab.data import crosslingual
+from ckdlab.data.tasks import XNLI_TASK
+from ckdlab.engine import pretrain
+from ckdlab.engine.inference import predict_labels
+from ckdlab.studies import zero_shot as zs
+from ckdlab.studies import zero_shot_tables as tables
 from ckdlab.data import paths
 from ckdlab.data.xnli import XNLI_LANGUAGES, load_xnli, xnli_features
 from ckdlab.engine import TrainConfig
@@ -60,7 +65,7 @@ def toy_nli(n: int, seed: int) -> datasets.Dataset:
 def test_zero_shot_table_average_is_the_mean_over_the_14_non_english_languages():
     rng = np.random.default_rng(0)
     scores = {row: {code: float(rng.uniform(0.3, 0.9)) for code in XNLI_LANGUAGES} for row in ("teacher", "student")}
-    table = ml.zero_shot_table(scores)
+    table = tables.zero_shot_table(scores)
     assert list(table.columns) == [*XNLI_LANGUAGES, "avg (non-en)"]
     for row, by_language in scores.items():
         total, count = 0.0, 0
@@ -73,34 +78,34 @@ def test_zero_shot_table_average_is_the_mean_over_the_14_non_english_languages()
 
 
 def test_zero_shot_table_by_hand_and_its_errors():
-    table = ml.zero_shot_table({"t": {"en": 0.8, "de": 0.6, "sw": 0.4}, "s": {"en": 0.7, "de": 0.3, "sw": 0.5}})
+    table = tables.zero_shot_table({"t": {"en": 0.8, "de": 0.6, "sw": 0.4}, "s": {"en": 0.7, "de": 0.3, "sw": 0.5}})
     assert table.loc["t", "avg (non-en)"] == pytest.approx(0.5)
     assert table.loc["s", "avg (non-en)"] == pytest.approx(0.4)
-    retention = ml.retention_table(table, teacher_row="t")
+    retention = tables.retention_table(table, teacher_row="t")
     assert list(retention.index) == ["s"]
     assert retention.loc["s", "de"] == pytest.approx(0.5)
     assert retention.loc["s", "sw"] == pytest.approx(1.25)
     assert retention.loc["s", "avg (non-en)"] == pytest.approx((0.5 + 1.25) / 2)
     with pytest.raises(ValueError, match="same languages"):
-        ml.zero_shot_table({"t": {"en": 0.8, "de": 0.6}, "s": {"en": 0.7, "fr": 0.3}})
+        tables.zero_shot_table({"t": {"en": 0.8, "de": 0.6}, "s": {"en": 0.7, "fr": 0.3}})
     with pytest.raises(ValueError, match="at least one target language"):
-        ml.zero_shot_table({"t": {"en": 0.8}})
-    zero = ml.retention_table(ml.zero_shot_table({"t": {"en": 0.8, "de": 0.0, "sw": 0.4}, "s": {"en": 0.7, "de": 0.3, "sw": 0.2}}), "t")
+        tables.zero_shot_table({"t": {"en": 0.8}})
+    zero = tables.retention_table(tables.zero_shot_table({"t": {"en": 0.8, "de": 0.0, "sw": 0.4}, "s": {"en": 0.7, "de": 0.3, "sw": 0.2}}), "t")
     assert np.isnan(zero.loc["s", "de"]) and zero.loc["s", "avg (non-en)"] == pytest.approx(0.5)
     with pytest.raises(ValueError, match="teacher_row"):
-        ml.retention_table(table, teacher_row="teacher")
+        tables.retention_table(table, teacher_row="teacher")
 
 
 def test_best_setting_and_findings_read_the_numbers():
-    labels = ml.SETTING_LABELS
+    labels = tables.SETTING_LABELS
     rows = {labels["teacher"]: 0.9, labels["a"]: 0.6, labels["b"]: 0.4, labels["c"]: 0.5, labels["d"]: 0.45}
-    table = ml.zero_shot_table({row: {"en": 0.9, "de": v, "fr": v} for row, v in rows.items()})
-    assert ml.best_setting(table) == labels["a"]
-    found = ml.findings(table).set_index("claim")
+    table = tables.zero_shot_table({row: {"en": 0.9, "de": v, "fr": v} for row, v in rows.items()})
+    assert tables.best_setting(table) == labels["a"]
+    found = tables.findings(table).set_index("claim")
     assert found["holds"].all()
     assert found.loc["pre-training KD beats fine-tuning KD", "difference"] == pytest.approx(0.2)
-    flipped = ml.zero_shot_table({row: {"en": 0.9, "de": 1 - v} for row, v in rows.items()})
-    assert not ml.findings(flipped).set_index("claim").loc["pre-training KD beats no KD", "holds"]
+    flipped = tables.zero_shot_table({row: {"en": 0.9, "de": 1 - v} for row, v in rows.items()})
+    assert not tables.findings(flipped).set_index("claim").loc["pre-training KD beats no KD", "holds"]
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -109,7 +114,7 @@ def test_best_setting_and_findings_read_the_numbers():
 def test_evaluate_zero_shot_matches_one_at_a_time_reference(tokenizer):
     model = tiny_classifier(tokenizer, layers=2).eval()
     sets = {"en": toy_nli(13, 1), "de": toy_nli(7, 2)}
-    scores = ml.evaluate_zero_shot(model, tokenizer, "xnli", eval_sets=sets, batch_size=4, max_length=24)
+    scores = zs.evaluate_zero_shot(model, tokenizer, "xnli", eval_sets=sets, batch_size=4, max_length=24)
     assert list(scores) == ["en", "de"]
     for code, dataset in sets.items():
         correct = 0
@@ -122,20 +127,20 @@ def test_evaluate_zero_shot_matches_one_at_a_time_reference(tokenizer):
 
 
 def test_unknown_languages_settings_and_objectives_are_clear_errors(tokenizer):
-    task = ml.get_zero_shot_task("xnli")
+    task = crosslingual.get_zero_shot_task("xnli")
     with pytest.raises(ValueError, match="not xnli languages"):
         task.check_languages(["en", "xx"])
     with pytest.raises(ValueError, match="unknown zero-shot task"):
-        ml.get_zero_shot_task("squad")
+        crosslingual.get_zero_shot_task("squad")
     with pytest.raises(ValueError, match="settings"):
-        ml.run_zero_shot("smoke", settings=["e"])
-    with pytest.raises(ValueError, match="unknown zero-shot profile"):
-        ml.load_zero_shot_profile("huge")
+        zs.run_zero_shot("smoke", settings=["e"])
+    with pytest.raises(FileNotFoundError, match="profile 'huge' not found"):
+        zs.load_zero_shot_profile("huge")
     model = tiny_classifier(tokenizer, layers=2)
     with pytest.raises(ValueError, match="need labels or logits"):
-        ml.HiddenStateObjective(model.config, model.config, "ckd+kd")
+        pretrain.HiddenStateObjective(model.config, model.config, "ckd+kd")
     with pytest.raises(ValueError, match="unknown term"):
-        ml.HiddenStateObjective(model.config, model.config, "ckd", weights={"kd": 1.0})
+        pretrain.HiddenStateObjective(model.config, model.config, "ckd", weights={"kd": 1.0})
 
 
 # --------------------------------------------------------------------------- training: selection and frozen embeddings
@@ -151,7 +156,7 @@ def test_finetune_keeps_embeddings_frozen_by_default_and_trains_them_on_request(
     for train_embeddings in (False, True):
         model = tiny_classifier(tokenizer, layers=2)
         before = {name: p.detach().clone() for name, p in model.named_parameters()}
-        ml.finetune_on_source(model, tokenizer, "xnli", train, dev, _config(epochs=1), train_embeddings=train_embeddings)
+        zs.finetune_on_source(model, tokenizer, "xnli", train, dev, _config(epochs=1), train_embeddings=train_embeddings)
         after = dict(model.named_parameters())
         embedding = "bert.embeddings.word_embeddings.weight"
         assert torch.equal(after[embedding], before[embedding]) is (not train_embeddings)
@@ -161,9 +166,9 @@ def test_finetune_keeps_embeddings_frozen_by_default_and_trains_them_on_request(
 def test_selection_restores_the_best_english_dev_checkpoint(tokenizer):
     train, dev = toy_nli(32, 5), toy_nli(16, 6)
     model = tiny_classifier(tokenizer, layers=2)
-    summary = ml.finetune_on_source(model, tokenizer, "xnli", train, dev, _config(epochs=2, eval_every=1))
+    summary = zs.finetune_on_source(model, tokenizer, "xnli", train, dev, _config(epochs=2, eval_every=1))
     # Every step was evaluated, so the restored model must score the best of them on dev.
-    predictions = ml.predict_labels(model, tokenizer, dev, ml.XNLI_TASK, max_length=24)
+    predictions = predict_labels(model, tokenizer, dev, XNLI_TASK, max_length=24)
     assert np.mean(predictions == np.asarray(dev["label"])) == pytest.approx(summary["dev_accuracy"])
     assert summary["steps"] == 8 and 1 <= summary["best_step"] <= 8
 
@@ -173,12 +178,12 @@ def test_distill_on_source_keeps_embeddings_frozen_and_shares_the_teacher_cache(
     teacher = tiny_classifier(tokenizer, layers=4, seed=1).requires_grad_(False)
     student = build_student(teacher, "layers:1,3", num_labels=3)
     embedding = student.bert.embeddings.word_embeddings.weight.detach().clone()
-    summary, cache = ml.distill_on_source(teacher, student, tokenizer, "xnli", train, dev, _config(epochs=1),
+    summary, cache = zs.distill_on_source(teacher, student, tokenizer, "xnli", train, dev, _config(epochs=1),
                                           objective="ckd+kd", weights={"ce": 1.0}, temperature=2.0)
     assert torch.equal(student.bert.embeddings.word_embeddings.weight, embedding)
     assert cache is not None and summary["steps"] == 3
     again = build_student(teacher, "layers:1,3", num_labels=3)
-    _, same = ml.distill_on_source(teacher, again, tokenizer, "xnli", train, dev, _config(epochs=1), teacher_cache=cache)
+    _, same = zs.distill_on_source(teacher, again, tokenizer, "xnli", train, dev, _config(epochs=1), teacher_cache=cache)
     assert same is cache
 
 
@@ -194,10 +199,10 @@ def test_pretrain_distill_reduces_its_loss_and_keeps_embeddings_frozen(tokenizer
     student = tiny_classifier(tokenizer, layers=2, seed=3).bert  # a random student: far from the teacher
     sentences = [f"sentence number {i} about {w} things" for i, w in enumerate(["red", "green", "blue", "odd"] * 3)]
     options = dict(objective=objective, weights=weights, max_length=16)
-    before = ml.hidden_state_loss(teacher, student, tokenizer, sentences, **options)
+    before = pretrain.hidden_state_loss(teacher, student, tokenizer, sentences, **options)
     embedding = student.embeddings.word_embeddings.weight.detach().clone()
-    log = ml.pretrain_distill(teacher, student, tokenizer, sentences, epochs=10, batch_size=6, lr=3e-3, progress=False, **options)
-    after = ml.hidden_state_loss(teacher, student, tokenizer, sentences, **options)
+    log = pretrain.pretrain_distill(teacher, student, tokenizer, sentences, epochs=10, batch_size=6, lr=3e-3, progress=False, **options)
+    after = pretrain.hidden_state_loss(teacher, student, tokenizer, sentences, **options)
     assert len(log) == 20 and np.isfinite(log["loss"]).all()
     assert after < 0.7 * before, (before, after)
     assert torch.equal(student.embeddings.word_embeddings.weight, embedding)
@@ -209,30 +214,30 @@ def test_pretrain_distill_reduces_its_loss_and_keeps_embeddings_frozen(tokenizer
 @shared
 def test_four_settings_run_on_tiny_data_and_are_recorded(tokenizer, monkeypatch, tmp_path):
     # The real teacher path (me5-small) is exercised by the notebook test; here a tiny random teacher.
-    monkeypatch.setattr(ml, "load_teacher", lambda name, shrink=None, seed=0: (tiny_classifier(tokenizer, 4, seed).bert, tokenizer))
-    profile = ml.load_zero_shot_profile("smoke")
+    monkeypatch.setattr(zs, "load_pretrained_teacher", lambda name, shrink=None, seed=0: (tiny_classifier(tokenizer, 4, seed).bert, tokenizer))
+    profile = zs.load_zero_shot_profile("smoke")
     profile.update(languages=["en", "de", "sw"], train_limit=16, dev_limit=8, test_limit=8)
     profile["pretrain"] = {**profile["pretrain"], "limit_per_language": 4}
-    result = ml.run_zero_shot(profile, results_dir=tmp_path / "results")
-    labels = [ml.SETTING_LABELS[k] for k in ("teacher", "a", "b", "c", "d")]
+    result = zs.run_zero_shot(profile, results_dir=tmp_path / "results")
+    labels = [tables.SETTING_LABELS[k] for k in ("teacher", "a", "b", "c", "d")]
     assert list(result.table.index) == labels
     assert list(result.table.columns) == ["en", "de", "sw", "avg (non-en)"]
     np.testing.assert_allclose(result.table["avg (non-en)"], (result.table["de"] + result.table["sw"]) / 2)
     assert list(result.retention.index) == labels[1:]
     assert result.sizes == {"train_examples": 16, "dev_examples": 8, "test_examples_per_language": 8, "unlabeled_sentences": len(set(
-        ml.get_zero_shot_task("xnli").unlabeled(["en", "de", "sw"], limit_per_language=4)))}
+        crosslingual.get_zero_shot_task("xnli").unlabeled(["en", "de", "sw"], limit_per_language=4)))}
     assert len(result.pretrain_log) >= 1
     records = [json.loads(p.read_text()) for p in sorted((tmp_path / "results" / "records").glob("*.json"))]
     assert sorted(r["method"] for r in records) == sorted(labels)
     assert all(r["kind"] == "zero-shot" and 0 <= r["metrics"]["dev_accuracy"] <= 1 for r in records)
     # Settings can be chosen; (d) alone needs no task-agnostic stage.
-    only_d = ml.run_zero_shot(profile, settings=["(d)"])
+    only_d = zs.run_zero_shot(profile, settings=["(d)"])
     assert list(only_d.table.index) == [labels[0], labels[4]] and only_d.pretrain_log is None
     # Same seed, same data: the teacher row is reproducible across runs.
     pd.testing.assert_series_equal(only_d.table.loc[labels[0]], result.table.loc[labels[0]])
     # The second zero-shot task (XLM-T tweet sentiment) goes through the same functions.
     if paths.find_local("umsab_sentiment/german") is not None:
-        sentiment = ml.run_zero_shot(profile, task="sentiment", languages=["de", "fr"], settings=["b"])
+        sentiment = zs.run_zero_shot(profile, task="sentiment", languages=["de", "fr"], settings=["b"])
         assert list(sentiment.table.columns) == ["en", "de", "fr", "avg (non-en)"]
         assert list(sentiment.table.index) == [labels[0], labels[2]]
 

@@ -19,6 +19,7 @@ from .glue import (
     read_glue_tsv,
     take_subset,
     task_features,
+    task_source,
 )
 from .metrics import (
     accuracy,
@@ -61,5 +62,6 @@ __all__ = [
     "spearman_corr",
     "take_subset",
     "task_features",
+    "task_source",
     "tokenize_dataset",
 ]

@@ -21,8 +21,9 @@ from torch.utils.data import DataLoader, Sampler
 
 from .tasks import TaskSpec, get_task
 
-# Per-token columns a BERT-style tokenizer returns; the collator pads exactly these.
-_PADDED_COLUMNS = ("input_ids", "attention_mask", "token_type_ids")
+# Per-token columns a BERT-style tokenizer returns: the collator pads exactly these, and they are
+# what a model is called with (the one definition of model input keys).
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 def tokenize_dataset(ds: Dataset, tokenizer: Any, task: str | TaskSpec, max_length: int = 128) -> Dataset:
@@ -46,7 +47,7 @@ def tokenize_dataset(ds: Dataset, tokenizer: Any, task: str | TaskSpec, max_leng
     def encode(batch: Mapping[str, list]) -> dict[str, list]:
         texts = [batch[field] for field in spec.text_fields]
         encoded = tokenizer(*texts, truncation="longest_first" if spec.is_pair else True, max_length=max_length)
-        out = {name: encoded[name] for name in _PADDED_COLUMNS if name in encoded}
+        out = {name: encoded[name] for name in MODEL_INPUTS if name in encoded}
         if "label" in batch:
             out["labels"] = batch["label"]
         return out

@@ -224,6 +224,18 @@ def find_glue_file(task: str | TaskSpec, split: str, data_dir: str | os.PathLike
     return found
 
 
+def task_source(task: str | TaskSpec, split: str, data_dir: str | os.PathLike | None = None) -> dict[str, object]:
+    """Where ``load_task(task, split, data_dir)`` reads from: ``{"file": <relative path>, "path": <file>,
+    "bytes": <size>}`` for a local TSV, ``{"hub": "nyu-mll/glue/<config>:<split>"}`` otherwise. Run
+    records store it, so a result says which data it came from."""
+    spec = get_task(task)
+    split = spec.resolve_split(split)
+    found = find_glue_file(spec, split, data_dir)
+    if found is None:
+        return {"hub": f"{HUB_DATASET}/{spec.hub_config}:{spec.splits[split].hub_split}"}
+    return {"file": f"{spec.glue_dir}/{found.name}", "path": str(found), "bytes": found.stat().st_size}
+
+
 def _tried_locations(spec: TaskSpec, split: str, data_dir: str | os.PathLike | None) -> list[Path]:
     relative = _relative_file(spec, split)
     tried = [root / relative for root in candidate_roots(data_dir)]

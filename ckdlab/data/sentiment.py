@@ -22,6 +22,7 @@ from pathlib import Path
 import datasets
 
 from ckdlab.data import paths
+from ckdlab.data.tasks import SENTIMENT_TASK
 from ckdlab.data.xnli import subset_indices
 
 SENTIMENT_LANGUAGES = ("arabic", "english", "french", "german", "hindi", "italian", "portuguese", "spanish")
@@ -29,7 +30,7 @@ SENTIMENT_ISO_CODES = {
     "ar": "arabic", "en": "english", "fr": "french", "de": "german",
     "hi": "hindi", "it": "italian", "pt": "portuguese", "es": "spanish",
 }
-SENTIMENT_LABELS = ("negative", "neutral", "positive")
+SENTIMENT_LABELS = SENTIMENT_TASK.label_names
 SENTIMENT_HUB_ID = "cardiffnlp/tweet_sentiment_multilingual"
 SENTIMENT_DIR = "umsab_sentiment"
 

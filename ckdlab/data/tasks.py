@@ -187,3 +187,35 @@ def get_task(name: str | TaskSpec) -> TaskSpec:
             "(case-insensitive; GLUE folder names such as 'SST-2' also work)"
         )
     return spec
+
+
+# --------------------------------------------------------------------------- cross-lingual tasks
+# Not GLUE tasks (``get_task`` does not know them): their readers live in ``crosslingual.py``;
+# ``SplitSpec.file`` documents where each split lives.
+
+
+def _crosslingual(name: str, hub: str, text_fields: tuple[str, ...], labels: tuple[str, ...],
+                  files: Mapping[str, str]) -> TaskSpec:
+    return TaskSpec(
+        name=name,
+        glue_dir=name,
+        hub_config=hub,
+        text_fields=text_fields,
+        num_labels=len(labels),
+        label_names=labels,
+        is_regression=False,
+        metrics=("accuracy",),
+        headline="accuracy",
+        splits=MappingProxyType({split: SplitSpec(file, split) for split, file in files.items()}),
+        split_aliases=_STANDARD_ALIASES,
+    )
+
+
+XNLI_TASK = _crosslingual(
+    "xnli", "facebook/xnli", ("premise", "hypothesis"), ("entailment", "neutral", "contradiction"),
+    {"train": "xnli/hf/train-en-sample9k.jsonl", "dev": "xnli/xtreme/dev-<lang>.tsv", "test": "xnli/xtreme/test-<lang>.tsv"},
+)
+SENTIMENT_TASK = _crosslingual(
+    "sentiment", "cardiffnlp/tweet_sentiment_multilingual", ("text",), ("negative", "neutral", "positive"),
+    {"train": "umsab_sentiment/english/train_*", "dev": "umsab_sentiment/<lang>/val_*", "test": "umsab_sentiment/<lang>/test_*"},
+)

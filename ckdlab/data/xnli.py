@@ -28,16 +28,17 @@ import datasets
 import numpy as np
 
 from ckdlab.data import paths
+from ckdlab.data.tasks import XNLI_TASK
 
 XNLI_LANGUAGES = ("ar", "bg", "de", "el", "en", "es", "fr", "hi", "ru", "sw", "th", "tr", "ur", "vi", "zh")
-XNLI_LABELS = ("entailment", "neutral", "contradiction")
+XNLI_LABELS = XNLI_TASK.label_names
 XNLI_HUB_ID = "facebook/xnli"
 MNLI_HUB_ID, MNLI_HUB_CONFIG = "nyu-mll/glue", "mnli"
 
 XTREME_DIR = "xnli/xtreme"
 HF_DIR = "xnli/hf"
 TEST_LABELS_FILE = f"{XTREME_DIR}/test-labels.DERIVED.txt"
-MNLI_SAMPLE_FILE = f"{HF_DIR}/train-en-sample9k.jsonl"
+MNLI_SAMPLE_FILE = XNLI_TASK.splits["train"].file  # xnli/hf/train-en-sample9k.jsonl
 
 # split name a user may pass -> canonical split (hub split names)
 _SPLITS = {"validation": "validation", "dev": "validation", "test": "test"}

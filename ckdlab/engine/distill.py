@@ -7,10 +7,11 @@
 
 - The teacher is frozen, in eval mode, under ``no_grad``; the student (and any learned projection
   of an objective) is what Accelerate wraps for DDP and mixed precision.
+- Only terms with a non-zero weight are computed; the weights are passed into the objectives at
+  each step, and what the models must produce (hidden states, q/k/v) follows from those terms.
 - Teacher outputs can be cached (``cache_teacher``): logits always, hidden states of the mapped
   layers (of every layer with ``cache_all_layers``, for grids of runs) when they fit the memory
-  budget. Objectives that need attention q/k/v (TinyBERT, MiniLM)
-  run the teacher live.
+  budget. Terms that need attention q/k/v run the teacher live.
 - Loss weights and the KD temperature can change between steps (``set_weight``,
   ``set_temperature``); every change is recorded in ``events.jsonl`` with its step.
 - Token-aligned objectives (CKD, PKD, TinyBERT, MiniLM, DistilBERT) need the teacher and the
@@ -19,22 +20,22 @@
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Iterable
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ckdlab.data import DynamicPaddingCollator
-from ckdlab.engine.config import TrainConfig
+from ckdlab.engine.callbacks import Callback
+from ckdlab.engine.config import DistillConfig, TrainConfig
 from ckdlab.engine.teacher_cache import TeacherCache
-from ckdlab.engine.trainer import Callback, Trainer
-from ckdlab.objectives.capture import capture_qkv
-from ckdlab.objectives.ckd import TeacherGramMemo
+from ckdlab.engine.trainer import Trainer
+from ckdlab.models.outputs import ModelOutputs, forward_outputs, frozen_outputs
 from ckdlab.objectives.layer_map import resolve_layer_map
-from ckdlab.objectives.registry import REGISTRY, BuildContext, build_objectives, default_weights, parse_objective
+from ckdlab.objectives.registry import REGISTRY, BuildContext, build_objectives, default_weights, parse_objective, term_needs
 
 PROBE_TEXTS = ("The quick brown fox doesn't jump over 3 lazy dogs!", "Ünïcode – naïve café, 東京.")
+MODEL_OUTPUTS = frozenset({"hidden_states", "qkv"})
 
 
 class TokenizationMismatchError(ValueError):
@@ -58,10 +59,14 @@ def check_same_tokenization(teacher_tokenizer: PreTrainedTokenizerBase, student_
 
 
 class Distiller(Trainer):
-    """Distil ``teacher`` into ``student`` on ``task`` (see the module docstring)."""
+    """Distil ``teacher`` into ``student`` on ``task`` (see the module docstring).
 
-    # Subclasses that feed CKD other teacher states than the dataset row's mapped layers turn this off.
-    memoize_teacher_relations = True
+    ``objective``, ``layer_map`` and ``temperature`` default to :class:`~ckdlab.engine.config.DistillConfig`'s.
+    """
+
+    # Batches carry the row of each example in one fixed training set, so objectives may keep
+    # per-example state. Subclasses that feed objectives other teacher states per row turn it off.
+    rows_fixed = True
 
     def __init__(
         self,
@@ -69,10 +74,10 @@ class Distiller(Trainer):
         student: PreTrainedModel,
         tokenizer: PreTrainedTokenizerBase,
         task: str | Any,
-        objective: str = "ckd+kd",
+        objective: str | None = None,
         weights: dict[str, float] | None = None,
-        temperature: float = 1.0,
-        layer_map: str | list[tuple[int, int]] = "uniform",
+        temperature: float | None = None,
+        layer_map: str | list[tuple[int, int]] | None = None,
         objective_options: dict[str, Any] | None = None,
         config: TrainConfig | None = None,
         out_dir: str | Path | None = None,
@@ -86,11 +91,15 @@ class Distiller(Trainer):
         cache_all_layers: bool = False,
         teacher_cache: TeacherCache | None = None,
     ) -> None:
+        defaults = DistillConfig()
+        objective = objective or defaults.objective
+        temperature = defaults.temperature if temperature is None else temperature
         self.objective_names = parse_objective(objective)
         self.default_weights = default_weights(self.objective_names)
         if teacher_tokenizer is not None and any(REGISTRY[n].token_aligned for n in self.objective_names):
             check_same_tokenization(teacher_tokenizer, tokenizer)
-        self.layer_map = resolve_layer_map(layer_map, teacher.config.num_hidden_layers, student.config.num_hidden_layers)
+        self.layer_map = resolve_layer_map(layer_map or defaults.layer_map, teacher.config.num_hidden_layers,
+                                           student.config.num_hidden_layers)
         super().__init__(
             student, tokenizer, task, config, out_dir=out_dir, data_dir=data_dir, train_dataset=train_dataset,
             dev_datasets=dev_datasets, weights=weights, callbacks=callbacks,
@@ -106,12 +115,9 @@ class Distiller(Trainer):
             regression=self.task.is_regression,
             temperature=temperature,
             options=dict(objective_options or {}),
+            fixed_rows=self.rows_fixed,
         )
         self.objectives = build_objectives(self.objective_names, ctx)
-        if "ckd" in self.objectives and self.memoize_teacher_relations and ctx.options.get("memoize_teacher", True):
-            # One fixed training set whose batches carry their rows: the teacher's Grams can be
-            # kept per example (see TeacherGramMemo), so later epochs skip the teacher half of CKD.
-            self.objectives["ckd"].loss.teacher_memo = TeacherGramMemo()
         self.temperature = float(temperature)
         self.cache_teacher = cache_teacher
         self.cache_budget_bytes = int(cache_budget_gb * 1024**3)
@@ -134,8 +140,9 @@ class Distiller(Trainer):
         if not value > 0:
             raise ValueError(f"temperature must be > 0, got {value}")
         old, self.temperature = self.temperature, float(value)
-        if "kd" in self.objectives:
-            self.objectives["kd"].temperature = self.temperature
+        for module in self.objectives.values():
+            if hasattr(module, "temperature"):
+                module.temperature = self.temperature
         if old != self.temperature:
             self.logger.log_event(self.global_step, "set_temperature", old=old, new=self.temperature)
             self.history.append({"step": self.global_step, "event": "set_temperature", "old": old, "new": self.temperature})
@@ -143,20 +150,21 @@ class Distiller(Trainer):
     # ----------------------------------------------------------------- set-up
     def _active(self) -> list[str]:
         """Objectives with at least one non-zero weight (the others are not computed at all)."""
-        return [name for name, module in self.objectives.items() if any(self.weights.get(t, 0.0) > 0 for t in REGISTRY[name].terms)]
+        return [name for name in self.objectives if any(self.weights.get(t, 0.0) > 0 for t in REGISTRY[name].terms)]
 
-    def _needs(self, names: Iterable[str]) -> set[str]:
-        return set().union(*(REGISTRY[n].needs for n in names)) if names else set()
-
-    def mapped_teacher_layers(self, needs: set[str] | None = None) -> list[int]:
-        """Teacher hidden-state indices the objectives read (all of them, or those with ``needs``)."""
-        needs = self._needs(self.objectives) if needs is None else needs
+    def mapped_teacher_layers(self, needs: Iterable[str] | None = None) -> list[int]:
+        """Teacher hidden-state indices the objectives read (when ``needs`` has hidden states)."""
+        needs = term_needs(self.weights, self.objectives) if needs is None else needs
         return sorted({t for t, _ in self.layer_map}) if "hidden_states" in needs else []
 
     def _after_setup(self) -> None:
         self.teacher.to(self.accelerator.device)
         self.objectives.to(self.accelerator.device)
-        needs = self._needs(self.objectives)
+        labels = torch.as_tensor(self.train_tokenized["labels"]) if "labels" in self.train_tokenized.column_names else None
+        for module in self.objectives.values():
+            if hasattr(module, "bind_training_set"):
+                module.bind_training_set(labels, self.task.is_regression)
+        needs = term_needs(self.weights, self.objectives)
         # Fine-tuning alone ("ce") needs nothing from the teacher: no pass over the training set.
         if self.cache_teacher and self.teacher_cache is None and needs - {"labels"} and "qkv" not in needs:
             layers = self.mapped_teacher_layers(needs)
@@ -173,33 +181,26 @@ class Distiller(Trainer):
                 progress=self.config.progress,
             )
 
-    # ----------------------------------------------------------------- the loss
-    def _forward(self, model: PreTrainedModel, inputs: dict[str, torch.Tensor], needs: set[str]) -> SimpleNamespace:
-        if "qkv" in needs:
-            with capture_qkv(model) as qkv:
-                out = model(**inputs, output_hidden_states="hidden_states" in needs)
-        else:
-            qkv = None
-            out = model(**inputs, output_hidden_states="hidden_states" in needs)
-        return SimpleNamespace(logits=out.logits, hidden_states=out.hidden_states, qkv=qkv)
+    def _after_optimizer_step(self) -> None:
+        for module in self.objectives.values():
+            if hasattr(module, "after_step"):
+                module.after_step(self.accelerator.gather)
 
-    def teacher_outputs(self, batch: dict[str, torch.Tensor], needs: set[str]) -> SimpleNamespace:
+    # ----------------------------------------------------------------- the loss
+    def teacher_outputs(self, batch: dict[str, torch.Tensor], needs: Iterable[str]) -> ModelOutputs:
+        needs = frozenset(needs)
         cache = self.teacher_cache
         mapped = self.mapped_teacher_layers(needs)
         if cache is not None and "qkv" not in needs and set(mapped) <= set(cache.layers):
             return cache.lookup(batch["row"], batch["attention_mask"], layers=mapped)
-        with torch.no_grad():
-            return self._forward(self.teacher, self.model_inputs(batch), needs)
+        return frozen_outputs(self.teacher, self.model_inputs(batch), needs & MODEL_OUTPUTS)
 
     def compute_terms(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         active = self._active()
-        needs = self._needs(active)
-        student = self._forward(self.model, self.model_inputs(batch), needs)
+        needs = term_needs(self.weights, active)
+        student = forward_outputs(self.model, self.model_inputs(batch), needs & MODEL_OUTPUTS)
         teacher = self.teacher_outputs(batch, needs - {"labels"}) if needs - {"labels"} else None
         terms: dict[str, torch.Tensor] = {}
         for name in active:
-            module = self.objectives[name]
-            if name == "ckd":
-                module.weights.update({t: self.weights.get(t, 0.0) for t in REGISTRY["ckd"].terms})
-            terms.update(module(teacher, student, batch))
+            terms.update(self.objectives[name](teacher, student, batch, weights=self.weights))
         return {k: v for k, v in terms.items() if self.weights.get(k, 0.0) > 0}

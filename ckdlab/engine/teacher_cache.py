@@ -8,14 +8,13 @@ deterministic and the cache is exact, not an approximation.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Sequence
 
 import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+from ckdlab.models.outputs import ModelOutputs, model_inputs
 
 
 @dataclass
@@ -55,7 +54,7 @@ class TeacherCache:
         with torch.random.fork_rng(devices=[]):
             batches = list(loader)
         for batch in tqdm(batches, desc="teacher cache", disable=not progress, leave=False):
-            inputs = {k: batch[k].to(device) for k in MODEL_INPUTS if k in batch}
+            inputs = {k: v.to(device) for k, v in model_inputs(batch).items()}
             out = teacher(**inputs, output_hidden_states=keep_hidden)
             logits.append(out.logits.float().cpu())
             if keep_hidden:
@@ -74,7 +73,7 @@ class TeacherCache:
     def has_hidden(self) -> bool:
         return self.hidden is not None
 
-    def lookup(self, rows: torch.Tensor, attention_mask: torch.Tensor, layers: Sequence[int] | None = None) -> SimpleNamespace:
+    def lookup(self, rows: torch.Tensor, attention_mask: torch.Tensor, layers: Sequence[int] | None = None) -> ModelOutputs:
         """Teacher outputs for a batch: ``.logits`` and ``.hidden_states`` (a tuple over all teacher
         hidden-state indices; indices not cached or not asked for are ``None``), padded to the
         batch's length. ``layers``: the hidden-state indices wanted (None = every cached one;
@@ -103,4 +102,4 @@ class TeacherCache:
             for j, index in enumerate(wanted):
                 states[index] = padded[j]
             hidden_states = tuple(states)
-        return SimpleNamespace(logits=logits, hidden_states=hidden_states, qkv=None)
+        return ModelOutputs(logits=logits, hidden_states=hidden_states)

@@ -42,22 +42,14 @@ from ckdlab.data import (
     load_task,
     tokenize_dataset,
 )
+from ckdlab.engine.callbacks import Callback
 from ckdlab.engine.config import TrainConfig
 from ckdlab.engine.logger import RunLogger
 from ckdlab.io import atomic_directory, atomic_write_json
+from ckdlab.models.heads import set_label_names, task_loss
+from ckdlab.models.outputs import model_inputs
 
-MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 STATE_FILE = "trainer_state.json"
-
-
-class Callback:
-    """Hooks called by the loop; override what you need."""
-
-    def on_step_end(self, trainer: "Trainer", step: int, logs: dict[str, float]) -> None: ...
-
-    def on_evaluate(self, trainer: "Trainer", step: int, metrics: dict[str, float]) -> None: ...
-
-    def on_train_end(self, trainer: "Trainer", summary: dict[str, Any]) -> None: ...
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -86,6 +78,9 @@ class Trainer:
         self.config = config or TrainConfig()
         self.task = get_task(task) if isinstance(task, str) else task
         self.model = model
+        if self.task.label_names and getattr(model.config, "num_labels", None) == self.task.num_labels:
+            # Saved models carry their label names (HF pipelines and id2label users read them).
+            set_label_names(model.config, self.task.label_names)
         self.tokenizer = tokenizer
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.data_dir = data_dir
@@ -185,9 +180,12 @@ class Trainer:
     def _after_setup(self) -> None:
         """Hook for subclasses (e.g. a distiller moves its teacher to the device here)."""
 
+    def _after_optimizer_step(self) -> None:
+        """Hook for subclasses: state that follows each update (e.g. an objective's memory bank)."""
+
     # ----------------------------------------------------------------- the loss
     def model_inputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {k: batch[k] for k in MODEL_INPUTS if k in batch}
+        return model_inputs(batch)
 
     def compute_terms(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Unweighted loss terms for one batch; fine-tuning has only cross-entropy (or MSE)."""
@@ -260,6 +258,7 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+        self._after_optimizer_step()
         self.global_step += 1
         logs = {name: float(value.detach()) for name, value in terms.items()}
         logs["loss"] = float(loss.detach())
@@ -424,11 +423,3 @@ class Trainer:
         for callback in self.callbacks:
             callback.on_train_end(self, summary)
         return summary
-
-
-def task_loss(logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> torch.Tensor:
-    """Cross-entropy for classification; MSE on the single output for regression."""
-    if regression:
-        return torch.nn.functional.mse_loss(logits.squeeze(-1).float(), labels.float())
-    return torch.nn.functional.cross_entropy(logits.float(), labels.long())
-

@@ -38,6 +38,8 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from ckdlab.models.heads import add_classification_head
+
 EMBEDDED_NAMES = ("minilm-l6", "tiny-random", "me5-small")
 TINY_RANDOM_SEED = 1234
 
@@ -123,7 +125,7 @@ def load_backbone(
         encoder, tokenizer = load_me5_small()
         if num_labels is None:
             return encoder, tokenizer
-        return _encoder_with_head(encoder, num_labels), tokenizer
+        return add_classification_head(encoder, num_labels), tokenizer
     source = resolve_name(name_or_path)
     tokenizer = load_tokenizer(name_or_path) if name in EMBEDDED_NAMES else _from_pretrained(AutoTokenizer, source)
     if num_labels is None:
@@ -131,18 +133,6 @@ def load_backbone(
     else:
         model = _from_pretrained(AutoModelForSequenceClassification, source, **_head_kwargs(num_labels))
     return model, tokenizer
-
-
-def _encoder_with_head(encoder: BertModel, num_labels: int) -> BertForSequenceClassification:
-    """Put a fresh classification head (and pooler) on an already-loaded encoder."""
-    config = BertConfig.from_dict(encoder.config.to_dict())
-    for key, value in _head_kwargs(num_labels).items():
-        setattr(config, key, value)
-    model = BertForSequenceClassification(config)
-    missing, unexpected = model.bert.load_state_dict(encoder.state_dict(), strict=False)
-    if unexpected or any(not key.startswith("pooler.") for key in missing):
-        raise RuntimeError(f"encoder weights did not fit the classifier: missing={missing}, unexpected={unexpected}")
-    return model
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "sentencepiece.bpe.model", "spiece.model")

@@ -58,3 +58,18 @@ def measure_latency(
         "batch_size": batch_size,
         "threads": threads or previous_threads,
     }
+
+
+def size_summary(model: PreTrainedModel, seq_len: int = 128, repeats: int = 5) -> dict[str, object]:
+    """What a results table shows of a model's size: ``arch``, ``params``, ``params_non_embedding``
+    and the median CPU ``latency_ms`` (batch 1, ``seq_len`` tokens, 1 thread)."""
+    from ckdlab.models.students import describe
+
+    params = count_parameters(model)
+    latency = measure_latency(model, seq_len=seq_len, repeats=repeats, threads=1)
+    return {
+        "arch": describe(model),
+        "params": params["total"],
+        "params_non_embedding": params["non_embedding"],
+        "latency_ms": round(latency["latency_ms"], 2),
+    }

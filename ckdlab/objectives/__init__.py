@@ -4,6 +4,7 @@
 """
 from ckdlab.objectives.ckd import CKDLoss, ltr_pair_loss, ltr_triplet_loss, wr_pair_loss, wr_triplet_loss
 from ckdlab.objectives.distilbert import DistilBERTCosine
+from ckdlab.objectives.dynabert import DynaBERTLoss, hidden_mse, soft_cross_entropy
 from ckdlab.objectives.kd import CrossEntropy, LogitKD, mix_kd_ce
 from ckdlab.objectives.layer_map import resolve_layer_map
 from ckdlab.objectives.minilm import MiniLM
@@ -16,6 +17,7 @@ __all__ = [
     "CKDLoss",
     "CrossEntropy",
     "DistilBERTCosine",
+    "DynaBERTLoss",
     "LogitKD",
     "MiniLM",
     "PKD",
@@ -23,6 +25,7 @@ __all__ = [
     "TinyBERT",
     "build_objectives",
     "default_weights",
+    "hidden_mse",
     "ltr_pair_loss",
     "ltr_pair_relation",
     "ltr_triplet_loss",
@@ -30,6 +33,7 @@ __all__ = [
     "mix_kd_ce",
     "parse_objective",
     "resolve_layer_map",
+    "soft_cross_entropy",
     "wr_pair_loss",
     "wr_pair_relation",
     "wr_triplet_loss",

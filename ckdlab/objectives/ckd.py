@@ -666,7 +666,7 @@ class CKDLoss(nn.Module):
                 raise ValueError(f"weights[{term!r}]={value!r} must be a real number")
 
     def forward(self, teacher_outputs: object, student_outputs: object, attention_mask: Tensor,
-                rows: Tensor | None = None) -> dict[str, Tensor]:
+                rows: Tensor | None = None, weights: Mapping[str, float] | None = None) -> dict[str, Tensor]:
         """Unweighted CKD terms for the non-zero-weight terms.
 
         Args:
@@ -675,9 +675,12 @@ class CKDLoss(nn.Module):
             attention_mask: ``[B, L]`` of 0/1, the mask given to both models.
             rows: ``[B]`` dataset row of each sequence, for ``memoize_teacher``; without it (a batch
                 from elsewhere) the teacher's Grams are computed afresh and not stored.
+            weights: the weights deciding which terms are computed (non-zero ones); ``None`` = the
+                constructor's ``weights``. Nothing is stored on the module.
         """
         memo = self.teacher_memo if rows is not None else None
         self._check_weights()
+        weights = self.weights if weights is None else {term: float(weights.get(term, 0.0)) for term in TERMS}
         teacher_hidden = _hidden_states(teacher_outputs, "teacher_outputs")
         student_hidden = _hidden_states(student_outputs, "student_outputs")
         pairs = resolve_layer_map(self.layer_map, len(teacher_hidden) - 1, len(student_hidden) - 1)
@@ -685,13 +688,13 @@ class CKDLoss(nn.Module):
         student = [student_hidden[s] for _, s in pairs]
         layers = tuple(t for t, _ in pairs)
         for term, needed in (("ltr_pair", 2), ("ltr_triplet", 3)):
-            if self.weights[term] != 0 and len(pairs) < needed:
+            if weights[term] != 0 and len(pairs) < needed:
                 raise ValueError(
                     f"{term} needs at least {needed} mapped layers but layer_map={self.layer_map!r} gives "
                     f"{len(pairs)} pair(s) {pairs}; use a map with more pairs or set weights[{term!r}] = 0"
                 )
         terms: dict[str, Tensor] = {}
-        wanted = {term for term in TERMS if self.weights[term] != 0}
+        wanted = {term for term in TERMS if weights[term] != 0}
         if not wanted:
             return terms
         valid = _check_layer_pairs(teacher, student, attention_mask, "CKDLoss")

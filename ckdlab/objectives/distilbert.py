@@ -11,6 +11,7 @@ skipped, as in PKD. Widths must be equal: cosine similarity needs vectors of one
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -39,7 +40,8 @@ class DistilBERTCosine(nn.Module):
                 "layer, e.g. [(12, 6)] (last layer of a 12-layer teacher and a 6-layer student) as in the original"
             )
 
-    def forward(self, teacher: Any, student: Any, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    def forward(self, teacher: Any, student: Any, batch: dict[str, Tensor],
+                weights: Mapping[str, float] | None = None) -> dict[str, Tensor]:
         hs_t, hs_s = teacher.hidden_states, student.hidden_states
         if "attention_mask" not in batch:
             raise ValueError("DistilBERTCosine needs batch['attention_mask'] to leave padding out of the loss")

@@ -20,6 +20,7 @@ the config weights. Teacher outputs are detached: the teacher is a fixed target.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch.nn.functional as F
@@ -54,7 +55,8 @@ class CrossEntropy(nn.Module):
         super().__init__()
         self.regression = regression
 
-    def forward(self, teacher: Any, student: Any, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    def forward(self, teacher: Any, student: Any, batch: dict[str, Tensor],
+                weights: Mapping[str, float] | None = None) -> dict[str, Tensor]:
         if "labels" not in batch:
             raise ValueError("CrossEntropy needs batch['labels']; the batch has keys " f"{sorted(batch)}")
         labels = batch["labels"]
@@ -97,7 +99,8 @@ class LogitKD(nn.Module):
             raise ValueError(f"LogitKD temperature must be a finite number > 0, got {self.temperature!r}")
         return t
 
-    def forward(self, teacher: Any, student: Any, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    def forward(self, teacher: Any, student: Any, batch: dict[str, Tensor],
+                weights: Mapping[str, float] | None = None) -> dict[str, Tensor]:
         z_s = student.logits
         z_t = teacher.logits.detach().to(z_s.dtype)
         if z_s.shape != z_t.shape:

@@ -17,6 +17,7 @@ and ``kk`` (``minilm_kk``). MiniLMv2 itself uses ``("qq", "kk", "vv")``.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -90,7 +91,7 @@ class MiniLM(nn.Module):
         if qkv is None:
             raise ValueError(
                 f"MiniLM needs {who}.qkv (per-layer (q, k, v)); run the {who} inside "
-                "ckdlab.objectives.capture.capture_qkv(model)"
+                "ckdlab.models.capture.capture_qkv(model)"
             )
         if not -len(qkv) <= index < len(qkv):
             raise ValueError(
@@ -106,7 +107,8 @@ class MiniLM(nn.Module):
             )
         return layer
 
-    def forward(self, teacher: Any, student: Any, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    def forward(self, teacher: Any, student: Any, batch: dict[str, Tensor],
+                weights: Mapping[str, float] | None = None) -> dict[str, Tensor]:
         qkv_t = self._layer(teacher, self.teacher_layer, "teacher")
         qkv_s = self._layer(student, self.student_layer, "student")
         if "attention_mask" not in batch:
@@ -127,6 +129,8 @@ class MiniLM(nn.Module):
 
         terms: dict[str, Tensor] = {}
         for rel in self.relations:
+            if weights is not None and weights.get(RELATION_TERMS[rel], 0.0) == 0:
+                continue
             i, j = _QKV_POS[rel[0]], _QKV_POS[rel[1]]
             log_t = relation_log_probs(
                 qkv_t[i].detach().to(dtype), qkv_t[j].detach().to(dtype), self.n_relation_heads, mask

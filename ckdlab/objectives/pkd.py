@@ -13,7 +13,7 @@ transformer layers only.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import torch.nn.functional as F
@@ -81,7 +81,8 @@ class PKD(nn.Module):
         if not self.pairs:
             raise ValueError("PKD layer_map has only the (0, 0) embedding pair; map at least one transformer layer")
 
-    def forward(self, teacher: Any, student: Any, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    def forward(self, teacher: Any, student: Any, batch: dict[str, Tensor],
+                weights: Mapping[str, float] | None = None) -> dict[str, Tensor]:
         hs_t, hs_s = teacher.hidden_states, student.hidden_states
         total = None
         for h_t, h_s in mapped_equal_width_states(self.pairs, hs_t, hs_s, "PKD"):

@@ -20,6 +20,7 @@ padded queries and keys are left out of the mean instead, which is padding-invar
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -57,6 +58,9 @@ def _scores(q: Tensor, k: Tensor, n_heads: int) -> Tensor:
     q = q.view(b, l, n_heads, d_head).transpose(1, 2)
     k = k.view(b, l, n_heads, d_head).transpose(1, 2)
     return q @ k.transpose(-1, -2) / math.sqrt(d_head)
+
+
+TERMS = ("tinybert_hidden", "tinybert_attn", "tinybert_emb")
 
 
 class TinyBERT(nn.Module):
@@ -129,7 +133,7 @@ class TinyBERT(nn.Module):
         if qkv is None:
             raise ValueError(
                 f"TinyBERT needs {who}.qkv (per-layer (q, k, v)); run the {who} inside "
-                "ckdlab.objectives.capture.capture_qkv(model)"
+                "ckdlab.models.capture.capture_qkv(model)"
             )
         if len(qkv) != n_hidden - 1:
             raise ValueError(
@@ -138,26 +142,33 @@ class TinyBERT(nn.Module):
             )
         return qkv
 
-    def forward(self, teacher: Any, student: Any, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    def forward(self, teacher: Any, student: Any, batch: dict[str, Tensor],
+                weights: Mapping[str, float] | None = None) -> dict[str, Tensor]:
+        wanted = {t for t in TERMS if weights is None or weights.get(t, 0.0) != 0}
         hs_t, hs_s = teacher.hidden_states, student.hidden_states
         self._check_hidden(hs_t, hs_s)
         mask = _token_mask(batch, hs_s[0], "TinyBERT")
         dtype = hs_s[0].dtype
-        qkv_t = self._qkv(teacher, len(hs_t), "teacher")
-        qkv_s = self._qkv(student, len(hs_s), "student")
-        # Attention entries count only when both the query and the key are real tokens.
-        pair_mask = mask[:, None, :, None] & mask[:, None, None, :]
-        n_pairs = pair_mask.sum() * self.n_heads
-
-        emb = _masked_token_mse(self.proj_emb(hs_s[0]), hs_t[0].detach().to(dtype), mask)
-        hidden = attn = None
-        for t, s in self.pairs:
-            h_loss = _masked_token_mse(self.proj_hidden(hs_s[s]), hs_t[t].detach().to(dtype), mask)
-            q_t, k_t, _ = qkv_t[t - 1]
-            q_s, k_s, _ = qkv_s[s - 1]
-            a_t = _scores(q_t.detach().to(dtype), k_t.detach().to(dtype), self.n_heads)
-            a_s = _scores(q_s, k_s, self.n_heads)
-            a_loss = torch.where(pair_mask, (a_s - a_t).pow(2), 0.0).sum() / n_pairs
-            hidden = h_loss if hidden is None else hidden + h_loss
-            attn = a_loss if attn is None else attn + a_loss
-        return {"tinybert_hidden": hidden, "tinybert_attn": attn, "tinybert_emb": emb}
+        terms: dict[str, Tensor] = {}
+        if "tinybert_emb" in wanted:
+            terms["tinybert_emb"] = _masked_token_mse(self.proj_emb(hs_s[0]), hs_t[0].detach().to(dtype), mask)
+        if "tinybert_hidden" in wanted:
+            terms["tinybert_hidden"] = sum(
+                _masked_token_mse(self.proj_hidden(hs_s[s]), hs_t[t].detach().to(dtype), mask) for t, s in self.pairs
+            )
+        if "tinybert_attn" in wanted:
+            qkv_t = self._qkv(teacher, len(hs_t), "teacher")
+            qkv_s = self._qkv(student, len(hs_s), "student")
+            # Attention entries count only when both the query and the key are real tokens.
+            pair_mask = mask[:, None, :, None] & mask[:, None, None, :]
+            n_pairs = pair_mask.sum() * self.n_heads
+            attn = None
+            for t, s in self.pairs:
+                q_t, k_t, _ = qkv_t[t - 1]
+                q_s, k_s, _ = qkv_s[s - 1]
+                a_t = _scores(q_t.detach().to(dtype), k_t.detach().to(dtype), self.n_heads)
+                a_s = _scores(q_s, k_s, self.n_heads)
+                a_loss = torch.where(pair_mask, (a_s - a_t).pow(2), 0.0).sum() / n_pairs
+                attn = a_loss if attn is None else attn + a_loss
+            terms["tinybert_attn"] = attn
+        return {t: terms[t] for t in TERMS if t in terms}

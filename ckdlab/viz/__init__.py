@@ -1,6 +1,6 @@
 """Figures (matplotlib): learning curves, relation maps, layer-map diagrams, ablation plots."""
 from ckdlab.viz.ablations import plot_ablation_bars, plot_dynabert, plot_pareto, plot_sweep_heatmap
-from ckdlab.viz.curves import plot_learning_curves, plot_loss_terms
+from ckdlab.viz.curves import learning_curves, plot_learning_curves, plot_loss_terms
 from ckdlab.viz.layer_map import plot_layer_map
 from ckdlab.viz.relations import (
     RelationView,
@@ -25,6 +25,7 @@ __all__ = [
     "plot_sweep_heatmap",
     "encode",
     "encode_batch",
+    "learning_curves",
     "plot_layer_map",
     "plot_learning_curves",
     "plot_loss_terms",

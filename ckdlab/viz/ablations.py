@@ -1,5 +1,6 @@
 """Ablation figures (seaborn): grouped bars with error bars, the λ sweep heat map, Pareto plots,
-and DynaBERT's score over width x depth. Inputs are the tidy frames of :mod:`ckdlab.ablations`."""
+and DynaBERT's score over width x depth. Inputs are the tidy frames and matrices of
+:mod:`ckdlab.studies.ablations` and :mod:`ckdlab.studies.dynabert`."""
 from __future__ import annotations
 
 import math
@@ -10,7 +11,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from ckdlab.ablations import SWEEP_GROUP, pareto_front, size_frame, sweep_matrix
+from ckdlab.results import pareto_front, size_frame
 
 
 def _need(frame: pd.DataFrame, columns: tuple[str, ...], what: str) -> None:
@@ -31,9 +32,10 @@ def _save(fig: Figure, save_to: str | Path | None) -> Figure:
 def plot_ablation_bars(frame: pd.DataFrame, groups: list[str] | None = None, scale: float = 100.0,
                        save_to: str | Path | None = None) -> Figure:
     """One panel per ablation group: bars of mean score per task and variant, error bars = std over
-    seeds (none with a single seed)."""
+    seeds (none with a single seed). Default groups: all but the λ sweep (rows with ``lambda_wr``)."""
     _need(frame, ("group", "variant", "task", "seed", "score"), "plot_ablation_bars")
-    groups = groups or [g for g in dict.fromkeys(frame["group"]) if g != SWEEP_GROUP]
+    sweep = frame["lambda_wr"].notna() if "lambda_wr" in frame.columns else pd.Series(False, index=frame.index)
+    groups = groups or list(dict.fromkeys(frame.loc[~sweep, "group"]))
     if not groups:
         raise ValueError("plot_ablation_bars: no ablation groups besides the λ sweep in this frame")
     cols = min(3, len(groups))
@@ -52,11 +54,12 @@ def plot_ablation_bars(frame: pd.DataFrame, groups: list[str] | None = None, sca
     return _save(fig, save_to)
 
 
-def plot_sweep_heatmap(frame: pd.DataFrame, task: str | None = None, scale: float = 100.0,
+def plot_sweep_heatmap(matrix: pd.DataFrame, task: str | None = None, scale: float = 100.0,
                        save_to: str | Path | None = None) -> Figure:
-    """Mean score over seeds (and tasks) for each λ(WR) x λ(LTR) of the sweep."""
-    _need(frame, ("group", "seed", "score"), "plot_sweep_heatmap")
-    matrix = sweep_matrix(frame, task) * scale
+    """A λ(LTR) x λ(WR) matrix of mean scores (:func:`ckdlab.studies.ablations.sweep_matrix`) as a heat map."""
+    if matrix.empty:
+        raise ValueError("plot_sweep_heatmap: the matrix is empty")
+    matrix = matrix * scale
     fig, ax = plt.subplots(figsize=(1.3 * matrix.shape[1] + 2.2, 1.0 * matrix.shape[0] + 1.4))
     sns.heatmap(matrix, annot=True, fmt=".1f", cmap="viridis", ax=ax, cbar_kws={"label": f"dev score ×{scale:g}"})
     ax.set_xlabel("λ(WR)")

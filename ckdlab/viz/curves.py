@@ -22,7 +22,7 @@ def plot_learning_curves(
 ) -> Figure:
     """Training loss (left axis) and a dev metric (right axis) per run.
 
-    ``curves`` is the tidy frame of :func:`ckdlab.api.learning_curves` (run, step, kind, name, value).
+    ``curves`` is the tidy frame of :func:`learning_curves` (run, step, kind, name, value).
     ``metric`` picks the dev metric (default: the first dev series of each run).
     """
     runs = list(dict.fromkeys(curves["run"]))
@@ -139,3 +139,19 @@ def plot_loss_terms(
         Path(save_to).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(save_to, dpi=120, bbox_inches="tight")
     return fig
+
+
+def learning_curves(run_dirs: dict[str, str | Path]) -> pd.DataFrame:
+    """Tidy training-loss and dev-metric curves of several run folders: run, step, epoch, kind, name, value."""
+    frames = []
+    for run, directory in run_dirs.items():
+        directory = Path(directory)
+        train = read_train_log(directory).assign(run=run, kind="train")
+        frames.append(train[["run", "step", "epoch", "kind", "name", "value"]])
+        if (directory / "eval_log.csv").exists():
+            dev = pd.read_csv(directory / "eval_log.csv")
+            dev = dev.assign(run=run, kind="dev", name=dev["split"] + "_" + dev["metric"])
+            frames.append(dev[["run", "step", "epoch", "kind", "name", "value"]])
+    if not frames:
+        raise ValueError("learning_curves needs at least one run folder")
+    return pd.concat(frames, ignore_index=True)

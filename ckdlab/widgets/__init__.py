@@ -3,7 +3,7 @@
 Both are plain Python objects holding their widgets; display one by leaving it as the last
 expression of a cell, or drive it from code (``panel.sliders[...]``, ``run_steps``, ``state``).
 """
-from ckdlab.widgets.explorer import RelationExplorer, default_models, student_checkpoints
+from ckdlab.widgets.explorer import ModelSource, RelationExplorer
 from ckdlab.widgets.live import LiveDistillationPanel
 
-__all__ = ["LiveDistillationPanel", "RelationExplorer", "default_models", "student_checkpoints"]
+__all__ = ["LiveDistillationPanel", "ModelSource", "RelationExplorer"]

@@ -66,47 +66,6 @@ def n_layers(model: PreTrainedModel) -> int:
     return int(model.config.num_hidden_layers)
 
 
-def default_models(
-    task: str = "sst2", profile: str = "quick", student: str | None = None, checkpoints: bool = True
-) -> dict[str, ModelSource]:
-    """Models worth exploring for ``task`` under ``profile``.
-
-    ``teacher``: the fine-tuned teacher (:func:`ckdlab.api.ensure_teacher`, trained when absent);
-    ``student (untrained)``: a freshly initialised student built from it with ``student`` (default:
-    the profile's first distillation student); and, with ``checkpoints``, every saved student of
-    the task under ``runs/<profile>/students/<task>/`` (notebook 03's runs), named
-    ``<student>/<method>/<seed>``.
-    """
-    from ckdlab import api
-    from ckdlab.data import get_task
-    from ckdlab.engine import load_profile
-    from ckdlab.models import build_student, load_backbone
-
-    spec = get_task(task)
-    settings = load_profile(profile)
-    teacher_path = api.ensure_teacher(spec.name, profile)
-    teacher, tokenizer = load_backbone(teacher_path, num_labels=spec.num_labels)
-    if student is None:
-        students = settings.get("distill", {}).get("students") or {"subset": "layers:0"}
-        student = next(iter(students.values()))
-    models: dict[str, ModelSource] = {
-        "teacher": (teacher, tokenizer),
-        "student (untrained)": (build_student(teacher, student, num_labels=spec.num_labels, seed=0), tokenizer),
-    }
-    if checkpoints:
-        models.update(student_checkpoints(spec.name, profile))
-    return models
-
-
-def student_checkpoints(task: str, profile: str = "quick") -> dict[str, Path]:
-    """Saved students of ``task`` (``runs/<profile>/students/<task>/<student>/<method>/<seed>/best``)."""
-    from ckdlab import api
-
-    root = api.runs_dir() / profile / "students" / task
-    found = sorted(root.glob("*/*/*/best/config.json"))
-    return {str(path.parent.parent.relative_to(root)): path.parent for path in found}
-
-
 class RelationExplorer:
     """Interactive CKD relation maps for a sentence (see the module docstring).
 

@@ -1,7 +1,4 @@
-"""DynaBERT (Hou et al., NeurIPS 2020): one BERT whose width and depth can be cut at inference.
-
-The CKD paper reports CKD "in combination with DynaBERT"; its authors never released that code,
-so this module implements DynaBERT and lets either loss train it:
+"""DynaBERT's adaptive width and depth (Hou et al., NeurIPS 2020): masks, importance, rewiring, slicing.
 
 1. **Importance** (on *training* data; the official code used the dev set, which leaks it).
    A head mask ``m_h`` multiplies each head's context vector and a neuron mask ``m_n`` each FFN
@@ -24,43 +21,27 @@ so this module implements DynaBERT and lets either loss train it:
    During training a sub-network is the full model with 0/1 masks and a shortened layer list
    (exactly the sliced network, whose weights are shared); :func:`extract_subnetwork` slices a
    standalone smaller model for latency and deployment.
-4. **Training stages**. Stage "width" (DynaBERT_W): every step sums the losses of all width
-   sub-networks at full depth, so the gradients of all widths are summed. Stage "depth"
-   (DynaBERT): every step sums over all width x depth sub-networks. The teacher is the
-   fine-tuned full model in both stages (the official depth stage distils from the width-adaptive
-   model at the same width instead).
 
-Losses (``loss=``):
-
-* ``"dynabert"`` (DynaBERT's own): ``dyna_logit`` = soft cross-entropy
-  −(1/B) Σ_b Σ_c p_t[b,c] log p_s[b,c] (MSE on the output for regression) plus ``dyna_hidden`` =
-  Σ_j mean over valid tokens and features of (h_s^j − h_t^{kept[j]})², embeddings included.
-  Official weights: 1 and 0.1 in the width stage, 1 and 1 in the depth stage.
-* ``"ckd+kd"``: the CKD relations (:mod:`ckdlab.objectives.ckd`) on the same matched states plus
-  logit KD. A sub-network with too few layers for an LTR term (2 for pair, 3 for triplet) skips it.
+The training procedure (two stages, DynaBERT's loss or CKD + KD) is the study
+:mod:`ckdlab.studies.dynabert`; the loss is the registered objective ``dynabert``
+(:mod:`ckdlab.objectives.dynabert`).
 """
 from __future__ import annotations
 
 import contextlib
 import copy
 import math
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from collections.abc import Iterable, Iterator
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import PreTrainedModel
 
-from ckdlab.engine.distill import Distiller
-from ckdlab.engine.trainer import task_loss
+from ckdlab.models.heads import task_loss
+from ckdlab.models.outputs import model_inputs
 
 WIDTHS = (0.25, 0.5, 0.75, 1.0)
 DEPTHS = (0.5, 0.75, 1.0)
-LOSSES = ("dynabert", "ckd+kd")
-STAGE_WEIGHTS = {"width": {"dyna_logit": 1.0, "dyna_hidden": 0.1}, "depth": {"dyna_logit": 1.0, "dyna_hidden": 1.0}}
-MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-
 
 # --------------------------------------------------------------------------- sizes and rules
 
@@ -206,7 +187,7 @@ def compute_importance(
             for batch in batches:
                 if "labels" not in batch:
                     raise ValueError(f"importance needs labelled batches; this batch has keys {sorted(batch)}")
-                inputs = {k: batch[k].to(device) for k in MODEL_INPUTS if k in batch}
+                inputs = {k: v.to(device) for k, v in model_inputs(batch).items()}
                 loss = task_loss(model(**inputs).logits, batch["labels"].to(device), regression)
                 g_head, g_neuron = torch.autograd.grad(loss, [head_mask, neuron_mask])
                 if absolute == "per_batch":
@@ -292,220 +273,3 @@ def extract_subnetwork(model: PreTrainedModel, width: float = 1.0, depth: float 
     sub.config.intermediate_size = keep_ffn
     sub.config.dynabert = {"width": width, "depth": depth, "heads": keep_heads, "layers": kept}
     return sub
-
-
-# --------------------------------------------------------------------------- losses
-
-
-def soft_cross_entropy(student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
-    """``−(1/B) Σ_b Σ_c softmax(z_t)[b,c] · log softmax(z_s)[b,c]`` (DynaBERT's logit loss, T = 1)."""
-    return -(F.softmax(teacher_logits.detach().float(), dim=-1) * F.log_softmax(student_logits.float(), dim=-1)).sum(-1).mean()
-
-
-def hidden_mse(student_states: Sequence[Tensor], teacher_states: Sequence[Tensor], attention_mask: Tensor) -> Tensor:
-    """``Σ_j Σ_{valid tokens, features} (h_s^j − h_t^j)² / (#valid tokens · d)``: one MSE per matched
-    pair of states, padding excluded, summed over pairs."""
-    if len(student_states) != len(teacher_states):
-        raise ValueError(f"hidden_mse pairs states one to one; got {len(student_states)} student and {len(teacher_states)} teacher")
-    valid = attention_mask.to(torch.bool).unsqueeze(-1)
-    count = valid.sum() * student_states[0].shape[-1]
-    total = student_states[0].new_zeros((), dtype=torch.float32)
-    for s, t in zip(student_states, teacher_states):
-        diff = torch.where(valid, s.float() - t.detach().float(), 0.0)
-        total = total + diff.pow(2).sum() / count.clamp(min=1)
-    return total
-
-
-# --------------------------------------------------------------------------- the trainer
-
-
-def subnetwork_key(width: float, depth: float) -> str:
-    return f"w{width:g}_d{depth:g}"
-
-
-class DynaBERTDistiller(Distiller):
-    """Trains the sub-networks of ``student`` (a rewired copy of the teacher) jointly.
-
-    Each step sums the loss of every (width, depth) in ``widths`` x ``depths``, so one optimiser
-    step follows the sum of their gradients. Evaluation scores every sub-network
-    (``score@w0.5_d1``...) and reports their mean as ``score`` (the best checkpoint is the best
-    on average).
-    """
-
-    # Teacher states are re-selected per sub-network depth, so the same row means different layers.
-    memoize_teacher_relations = False
-
-    def __init__(self, teacher: PreTrainedModel, student: PreTrainedModel, tokenizer: Any, task: Any, *,
-                 loss: str = "dynabert", widths: Sequence[float] = WIDTHS, depths: Sequence[float] = (1.0,),
-                 weights: dict[str, float] | None = None, **kwargs: Any) -> None:
-        if loss not in LOSSES:
-            raise ValueError(f"loss={loss!r} is not known; use one of {LOSSES}")
-        if _geometry(teacher)[0] != _geometry(student)[0]:
-            raise ValueError("DynaBERT's student is a (rewired) copy of the teacher: both need the same number of layers")
-        self.loss_kind = loss
-        self.widths = sorted({_check_multiplier("width", w) for w in widths}, reverse=True)
-        self.depths = sorted({_check_multiplier("depth", d) for d in depths}, reverse=True)
-        kwargs.pop("layer_map", None)
-        # The CKD objective is built in both modes so the teacher cache holds every hidden state.
-        super().__init__(teacher, student, tokenizer, task, objective="ckd+kd", weights=weights if loss == "ckd+kd" else None,
-                         layer_map="uniform", **kwargs)
-        self.objectives["ckd"].loss.layer_map = "uniform"  # states are pre-selected per depth
-        if loss == "dynabert":
-            self.default_weights = dict(STAGE_WEIGHTS["depth" if self.depths != [1.0] else "width"])
-            self.weights = dict(self.default_weights)
-            if weights:
-                self._check_weight_names(weights)
-                self.weights.update(weights)
-
-    def subnetworks(self) -> list[tuple[float, float]]:
-        return [(w, d) for d in self.depths for w in self.widths]
-
-    def compute_terms(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        teacher = self.teacher_outputs(batch, {"logits", "hidden_states"})
-        inputs, mask = self.model_inputs(batch), batch["attention_mask"]
-        n_layers = _geometry(self.unwrapped_model())[0]
-        terms: dict[str, Tensor] = {}
-        for width, depth in self.subnetworks():
-            with subnetwork(self.unwrapped_model(), width, depth):
-                student = self._forward(self.model, inputs, {"hidden_states"})
-            pairs = depth_layer_map(n_layers, depth)
-            teacher_states = tuple(teacher.hidden_states[t] for t, _ in pairs)
-            part = self._subnetwork_terms(teacher, teacher_states, student, batch, mask)
-            for name, value in part.items():
-                terms[name] = terms[name] + value if name in terms else value
-        return terms
-
-    def _subnetwork_terms(self, teacher, teacher_states, student, batch, mask) -> dict[str, Tensor]:
-        if self.loss_kind == "dynabert":
-            if self.task.is_regression:
-                logit = F.mse_loss(student.logits.squeeze(-1).float(), teacher.logits.squeeze(-1).detach().float())
-            else:
-                logit = soft_cross_entropy(student.logits, teacher.logits)
-            return {"dyna_logit": logit, "dyna_hidden": hidden_mse(student.hidden_states, teacher_states, mask)}
-        terms = {}
-        if self.weights.get("kd", 0) > 0:
-            terms.update(self.objectives["kd"](teacher, student, batch))
-        if self.weights.get("ce", 0) > 0:
-            terms.update(self.objectives["ce"](teacher, student, batch))
-        ckd = self.objectives["ckd"].loss
-        n_states = len(student.hidden_states)
-        ckd.weights.update({t: self.weights.get(t, 0.0) for t in ckd.weights})
-        # LTR needs 2 (pair) or 3 (triplet) mapped layers; shallow sub-networks skip those terms.
-        for term, needed in (("ltr_pair", 2), ("ltr_triplet", 3)):
-            if n_states < needed:
-                ckd.weights[term] = 0.0
-        if any(v > 0 for v in ckd.weights.values()):
-            terms.update(ckd(teacher_states, student.hidden_states, mask))
-        return {k: v for k, v in terms.items() if self.weights.get(k, 0.0) > 0}
-
-    def available_terms(self) -> tuple[str, ...]:
-        return tuple(self.default_weights)
-
-    def evaluate(self) -> dict[str, float]:
-        from ckdlab.data import compute_metrics
-
-        self.setup()
-        metrics: dict[str, float] = {}
-        scores = []
-        split, loader = next(iter(self.dev_loaders.items()))
-        for width, depth in self.subnetworks():
-            with subnetwork(self.unwrapped_model(), width, depth):
-                preds, labels = self.predict(loader)
-            if self.task.is_regression:
-                preds = preds.squeeze(-1)
-            result = compute_metrics(self.task.name, preds, labels)
-            key = subnetwork_key(width, depth)
-            self.logger.log_eval(self.global_step, self.fractional_epoch, f"{split}@{key}", result)
-            metrics[f"score@{key}"] = float(result[self.task.headline])
-            scores.append(metrics[f"score@{key}"])
-        metrics["score"] = float(sum(scores) / len(scores))
-        for callback in self.callbacks:
-            callback.on_evaluate(self, self.global_step, metrics)
-        return metrics
-
-
-# --------------------------------------------------------------------------- the whole procedure
-
-
-def importance_batches(tokenizer: Any, task: str, data_dir=None, limit: int | None = 512,
-                       max_length: int = 128, batch_size: int = 32, seed: int = 0) -> list[dict[str, Tensor]]:
-    """Tokenised, padded *training* batches (a seeded subset of ``limit`` examples) for importance."""
-    from torch.utils.data import DataLoader
-
-    from ckdlab.data import DynamicPaddingCollator, get_task, load_task, tokenize_dataset
-
-    spec = get_task(task)
-    train = tokenize_dataset(load_task(spec.name, "train", data_dir=data_dir, limit=limit, seed=seed), tokenizer, spec, max_length=max_length)
-    return list(DataLoader(train, batch_size=batch_size, shuffle=False, collate_fn=DynamicPaddingCollator(tokenizer)))
-
-
-def run_dynabert(
-    task: str,
-    profile: str = "smoke",
-    loss: str = "dynabert",
-    seed: int = 0,
-    teacher: str | None = None,
-    widths: Sequence[float] = WIDTHS,
-    depths: Sequence[float] = DEPTHS,
-    weights: dict[str, float] | None = None,
-    importance_examples: int | None = 512,
-    method: str | None = None,
-    data_dir=None,
-    record: bool = True,
-    resume: bool = True,
-    **overrides: Any,
-) -> list[dict[str, Any]]:
-    """Importance -> rewire -> width stage -> width x depth stage; one record per sub-network.
-
-    ``weights``: for ``loss="ckd+kd"`` the CKD/KD term weights (both stages); for ``"dynabert"``
-    the defaults are DynaBERT's (logit 1, hidden 0.1 then 1). ``overrides`` are training options
-    (``max_steps``, ``train_limit``...). Returns rows with width, depth, score, params, latency.
-    """
-    import time
-
-    from ckdlab import api
-    from ckdlab.data import get_task
-    from ckdlab.engine import load_profile, profile_config
-    from ckdlab.models import load_backbone
-    from ckdlab.results import record_run
-
-    spec = get_task(task)
-    prof = load_profile(profile)
-    method = method or ("DynaBERT loss" if loss == "dynabert" else "CKD + KD")
-    start = time.perf_counter()
-    teacher_path, teacher_model, tokenizer = api._load_teacher(spec.name, teacher, prof["name"], data_dir)
-    config = profile_config(prof, "distill", spec.name, seed=seed, **overrides)
-    temperature = float(prof.get("distill", {}).get("temperature", 1.0))
-    student = copy.deepcopy(teacher_model)
-    batches = importance_batches(tokenizer, spec.name, data_dir, importance_examples, config.max_length, config.eval_batch_size, seed)
-    head_importance, neuron_importance = compute_importance(student, batches, regression=spec.is_regression)
-    rewire(student, head_importance, neuron_importance)
-    root = api.runs_dir() / prof["name"] / "dynabert" / spec.name / method.replace(" ", "_").replace("+", "p") / f"seed{seed}"
-    summaries = {}
-    for stage, stage_depths in (("width", (1.0,)), ("depth", tuple(depths))):
-        stage_weights = weights if loss == "ckd+kd" else {**STAGE_WEIGHTS[stage], **(weights or {})}
-        distiller = DynaBERTDistiller(
-            teacher_model, student, tokenizer, spec, loss=loss, widths=widths, depths=stage_depths, weights=stage_weights,
-            temperature=temperature, config=config, out_dir=root / stage, data_dir=data_dir, teacher_tokenizer=tokenizer,
-        )
-        summaries[stage] = distiller.train(resume=resume)
-        best = root / stage / "best"
-        student = load_backbone(best, num_labels=spec.num_labels)[0] if (best / "config.json").exists() else distiller.unwrapped_model()
-    best_metrics = summaries["depth"].get("best_metrics") or {}
-    rows = []
-    for depth in sorted(depths):
-        for width in sorted(widths):
-            key = subnetwork_key(width, depth)
-            sub = extract_subnetwork(student, width, depth)
-            size = api.model_size(sub)
-            row = {
-                "kind": "dynabert", "profile": prof["name"], "task": spec.name, "teacher": str(teacher_path),
-                "student": key, "method": method, "loss": loss, "width": width, "depth": depth, "seed": seed,
-                "config": config.to_dict(), "metrics": {"score": best_metrics.get(f"score@{key}", float("nan"))},
-                "score": best_metrics.get(f"score@{key}", float("nan")), "out_dir": str(root),
-                "wall_time_s": time.perf_counter() - start, **size,
-            }
-            if record:
-                record_run(row, api.results_dir())
-            rows.append(row)
-    return rows

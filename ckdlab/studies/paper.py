@@ -1,0 +1,133 @@
+"""The CKD paper's settings (``ckdlab/configs/paper/<task>.yaml``) and the runs that reproduce its table.
+
+``paper_runs(dry_run=True)`` builds every paper run on tiny stand-ins and takes one step (a CPU
+check that the configs are valid); ``dry_run=False`` is GPU work (``make paper``).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+import yaml
+from datasets import Dataset
+from transformers import BertConfig, BertForSequenceClassification
+
+from ckdlab.data import get_task, load_task, tokenize_dataset
+from ckdlab.engine import Distiller, TrainConfig
+from ckdlab.models import build_student, load_backbone, load_tokenizer
+from ckdlab.models.students import _CONFIG_RE
+from ckdlab.objectives.layer_map import resolve_layer_map
+from ckdlab.studies.distillation import distill
+from ckdlab.workspace import ensure_teacher
+
+PAPER_CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "paper"
+
+
+def paper_configs(tasks: Iterable[str] | None = None) -> dict[str, dict[str, Any]]:
+    """The CKD paper's per-task settings, ``ckdlab/configs/paper/<task>.yaml`` (shipped in the package)."""
+    configs = {}
+    for path in sorted(PAPER_CONFIG_DIR.glob("*.yaml")):
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+        configs[config["task"]] = config
+    wanted = [get_task(t).name for t in tasks] if tasks else list(configs)
+    missing = [t for t in wanted if t not in configs]
+    if missing:
+        raise ValueError(f"no paper config for {missing}; available: {sorted(configs)} in {PAPER_CONFIG_DIR}")
+    return {t: configs[t] for t in wanted}
+
+
+def official_to_ours(official: dict[str, float], lengths: Iterable[int], n_layer_pairs: int, window: int | None = 10) -> dict[str, float]:
+    """Convert the official CKD code's loss weights to this implementation's normalisation.
+
+    With n_b the valid tokens of sequence b and K mapped layer pairs (derivation in the YAML files):
+    wr_pair x Σn_b / Σn_b²; wr_triplet x Σ_b Σ_a m_a(m_a − 1) / Σ_b n_b(2w+1)² (m_a = valid partners
+    of anchor a within the window; without a window x Σ n(n−1)(n−2) / Σ n³); ltr_pair x 1/K;
+    ltr_triplet x (K−1)(K−2)/K². Other weights (kd, ce) are unchanged.
+    """
+    lengths = [int(n) for n in lengths]
+    if not lengths or n_layer_pairs < 1:
+        raise ValueError("official_to_ours needs token lengths of the training set and n_layer_pairs >= 1")
+    k = n_layer_pairs
+    anchors = sum(n for n in lengths if n >= 2)
+    cells = sum(n * n for n in lengths)
+    if window is None:
+        ours_t, theirs_t = sum(n * (n - 1) * (n - 2) for n in lengths), sum(n**3 for n in lengths)
+    else:
+        ours_t = sum(m * (m - 1) for n in lengths for m in (min(a, window) + min(n - 1 - a, window) for a in range(n)))
+        theirs_t = sum(n * (2 * window + 1) ** 2 for n in lengths)
+    factors = {"wr_pair": anchors / cells, "wr_triplet": ours_t / theirs_t, "ltr_pair": 1.0 / k,
+               "ltr_triplet": (k - 1) * (k - 2) / k**2}
+    return {name: float(value) * factors.get(name, 1.0) for name, value in official.items()}
+
+
+def _paper_standin(spec: str) -> str:
+    """A tiny stand-in for a student spec: same layers and heads, 2-wide heads, FFN = 2 x hidden."""
+    if not spec.lower().startswith("config:"):
+        return spec
+    match = _CONFIG_RE.match(spec.split(":", 1)[1])
+    layers, heads = int(match[1]), int(match[3] or 1)
+    return f"config:L{layers}-H{2 * heads}-A{heads}-I{4 * heads}"
+
+
+def paper_runs(tasks: Iterable[str] | None = None, dry_run: bool = True, seeds: Iterable[int] | None = None,
+               data_dir: str | Path | None = None) -> pd.DataFrame:
+    """Every paper config x student (x seed): one row each.
+
+    ``dry_run=True`` (tests, CPU): builds each Distiller exactly as the real run would, but with a
+    tiny 12-layer stand-in for bert-base-uncased (24 wide, 12 heads), tiny stand-in students (same
+    layers and heads) and 8 synthetic examples, then computes the weighted loss of one batch and
+    its gradient (the optimiser and data-loader set-up are skipped: they dominate the time here). ``dry_run=False``
+    fine-tunes (or reuses) bert-base-uncased under the paper profile and distils every student
+    with every seed (GPU work: ``make paper``).
+    """
+    rows = []
+    for task, config in paper_configs(tasks).items():
+        spec = get_task(task)
+        if dry_run:
+            tokenizer = load_tokenizer("tiny-random")
+            texts = ["a tiny stand-in sentence for the dry run", "another short one", "the third example here, longer than the others"]
+            data = {field: [texts[i % 3] for i in range(8)] for field in spec.text_fields}
+            data["label"] = [float(i % 5) for i in range(8)] if spec.is_regression else [i % spec.num_labels for i in range(8)]
+            train = Dataset.from_dict(data)
+            teacher_config = BertConfig(vocab_size=len(tokenizer), hidden_size=24, num_hidden_layers=12, num_attention_heads=12,
+                                        intermediate_size=48, num_labels=spec.num_labels)
+            teacher = BertForSequenceClassification(teacher_config)
+        else:
+            teacher_dir_ = ensure_teacher(task, "paper", data_dir=data_dir)
+            teacher, tokenizer = load_backbone(teacher_dir_, num_labels=spec.num_labels)
+            train = load_task(task, "train", data_dir=data_dir)
+        if dry_run:
+            encoded = tokenizer(*[list(train[f]) for f in spec.text_fields], truncation=True, max_length=config["train"]["max_length"],
+                                padding=True, return_tensors="pt")
+            batch = {**encoded, "labels": torch.tensor(list(train["label"]), dtype=torch.float32 if spec.is_regression else torch.long)}
+            lengths = encoded["attention_mask"].sum(dim=1).tolist()
+        else:
+            lengths = [len(ids) for ids in tokenize_dataset(train, tokenizer, spec, max_length=config["train"]["max_length"])["input_ids"]]
+        for name, student_spec in config["students"].items():
+            built_spec = _paper_standin(student_spec) if dry_run else student_spec
+            student = build_student(teacher, built_spec, num_labels=spec.num_labels)
+            pairs = resolve_layer_map(config["layer_map"], teacher.config.num_hidden_layers, student.config.num_hidden_layers)
+            weights = official_to_ours(config["official_weights"], lengths, len(pairs), config["objective_options"].get("window"))
+            row = {"task": task, "student": name, "spec": student_spec, "temperature": config["temperature"],
+                   "lr": config["train"]["lr"], "epochs": config["train"]["epochs"], "layer_pairs": len(pairs), **{f"w.{k}": v for k, v in weights.items()}}
+            if dry_run:
+                train_config = TrainConfig(**{**config["train"], "max_steps": 1, "progress": False})
+                distiller = Distiller(teacher, student, tokenizer, spec, objective=config["objective"], weights=weights,
+                                      temperature=config["temperature"], layer_map=config["layer_map"],
+                                      objective_options=config["objective_options"], config=train_config,
+                                      train_dataset=train, dev_datasets={"dev": train}, teacher_tokenizer=tokenizer)
+                terms = distiller.compute_terms(batch)
+                loss = sum(distiller.weights[name] * value for name, value in terms.items())
+                loss.backward()
+                rows.append({**row, "loss": float(loss.detach()), "terms": ",".join(sorted(terms))})
+                continue
+            for seed in seeds if seeds is not None else config["seeds"]:
+                record = distill(task, student=student_spec, student_name=name, method="CKD + KD (paper)", profile="paper",
+                                 teacher=teacher_dir_, seed=seed, objective=config["objective"], weights=weights,
+                                 temperature=config["temperature"], layer_map=config["layer_map"],
+                                 objective_options=config["objective_options"], data_dir=data_dir, **config["train"])
+                rows.append({**row, "seed": seed, "score": record["score"]})
+    return pd.DataFrame(rows)
