@@ -201,15 +201,19 @@ class CoDIR(nn.Module):
             self._sampler = sampler
             return
         generator = torch.Generator().manual_seed(_mix_seed(self.seed, 1))
-        device, dtype, n = self.bank.device, self.bank.dtype, labels.numel()
-        self.bank = F.normalize(torch.randn(n, self.dim, generator=generator, dtype=torch.float64), dim=-1).to(device, dtype)
-        student_rows = n if self.symmetric else 0
-        self.student_bank = F.normalize(
-            torch.randn(student_rows, self.dim, generator=generator, dtype=torch.float64), dim=-1
-        ).to(device, dtype)
-        self.labels = sampler.labels.to(device)
+        n = labels.numel()
+        self.bank = self._random_unit_rows(n, generator)
+        self.student_bank = self._random_unit_rows(n if self.symmetric else 0, generator)
+        self.labels = sampler.labels.to(self.bank.device)
         self.draws.zero_()
         self._sampler, self._pending = sampler, None
+
+    def _random_unit_rows(self, n: int, generator: torch.Generator) -> Tensor:
+        # Gaussian rows, normalised: uniform on the sphere. Drawn on the CPU (reproducible on any device)
+        # in the bank's own dtype, in place: MNLI's 393k rows take about a second, not several.
+        rows = torch.randn(n, self.dim, generator=generator, dtype=self.bank.dtype)
+        rows.div_(rows.norm(dim=-1, keepdim=True).clamp_min(1e-12))
+        return rows.to(self.bank.device)
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
         # A fresh (unbound) module must accept a checkpoint's bank: take the checkpoint's sizes.
