@@ -290,6 +290,8 @@ def test_state_dict_round_trip_restores_bank_and_sampling(bind_first, tmp_path):
     for a, b in zip(run_steps(codir, [23, 24]), run_steps(fresh, [23, 24])):
         assert torch.equal(a, b)
     assert torch.equal(fresh.bank, codir.bank) and torch.equal(fresh.student_bank, codir.student_bank)
+    fresh.float().bind_training_set(LABELS, regression=False)  # a dtype cast does not make the labels look new
+    assert int(fresh.draws) == 5 and torch.equal(fresh.bank, codir.bank.float())
 
 
 def test_negatives_change_from_step_to_step_and_with_process_index():

@@ -197,7 +197,8 @@ class CoDIR(nn.Module):
         self.regression = bool(regression)
         sampler = NegativeSampler(labels, self.min_label_distance if self.regression else None)
         sampler.check_all_have_negatives()
-        if self.labels.shape == sampler.labels.shape and torch.equal(self.labels.cpu(), sampler.labels):
+        # By value: the labels buffer follows module casts (.float()), the training set stays the same.
+        if self.labels.shape == sampler.labels.shape and torch.equal(self.labels.to("cpu", torch.float64), sampler.labels):
             self._sampler = sampler
             return
         generator = torch.Generator().manual_seed(_mix_seed(self.seed, 1))
