@@ -22,8 +22,10 @@ Two forms (option ``form``):
 * ``"pretrain"`` — unlabeled text: the other examples of the batch are the negatives (B >= 2); no bank.
 
 Layer selection. Default: the run's layer map without its embedding pair (0, 0) (kept only when it is the
-whole map), i.e. every student layer
-against the teacher layers of the uniform map — for 12 → 6 layers, teacher 2, 4, …, 12 against student 1..6.
+whole map). With the default uniform map and a student whose depth divides the teacher's, that is every
+student layer against every (Lt/Ls)-th teacher layer — for 12 → 6 layers, teacher 2, 4, …, 12 against
+student 1..6 (for 12 → 8 the uniform map pairs only student layers 2, 4, 6, 8; pass ``layers=`` or
+the separate lists below for more).
 That is the official code's every-other-teacher-layer choice (it takes 1, 3, …, 11) shifted to end on the
 last layer, which every layer map of this workbench pairs; using the run's map also lets the engine's
 teacher cache serve CoDIR, CKD and PKD alike. Other choices: ``layers=`` (teacher, student) hidden-state
