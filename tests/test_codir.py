@@ -426,3 +426,21 @@ def test_a_few_steps_of_a_tiny_student_lower_the_loss():
     with torch.no_grad():
         after = loss_on(every)
     assert after < 0.5 * before, (float(before), float(after))
+
+
+def test_mixed_precision_keeps_the_loss_and_the_bank_in_float32():
+    codir = CoDIR([2, 4], [1, 2], 12, 10, dim=8, negatives=6, symmetric=True)
+    codir.bind_training_set(LABELS, regression=False)
+    teacher, student, batch = step_batch(32, [0, 1, 2, 3])
+    teacher.hidden_states = tuple(h.float() for h in teacher.hidden_states)
+    student.hidden_states = tuple(h.detach().float().requires_grad_() for h in student.hidden_states)
+    codir.eval()
+    full = codir(teacher, student, batch)["codir"]
+    codir.train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = codir(teacher, student, batch)["codir"]
+    mixed.backward()
+    codir.after_step()
+    assert mixed.dtype == torch.float32 and abs(float(mixed) - float(full)) < 0.05 * float(full)
+    assert codir.bank.dtype == torch.float32 and codir.student_bank.dtype == torch.float32
+    torch.testing.assert_close(codir.bank.norm(dim=-1), torch.ones(16))
