@@ -116,6 +116,7 @@ class Distiller(Trainer):
             temperature=temperature,
             options=dict(objective_options or {}),
             fixed_rows=self.rows_fixed,
+            seed=self.config.seed,
         )
         self.objectives = build_objectives(self.objective_names, ctx)
         self.temperature = float(temperature)
@@ -153,15 +154,21 @@ class Distiller(Trainer):
         return [name for name in self.objectives if any(self.weights.get(t, 0.0) > 0 for t in REGISTRY[name].terms)]
 
     def mapped_teacher_layers(self, needs: Iterable[str] | None = None) -> list[int]:
-        """Teacher hidden-state indices the objectives read (when ``needs`` has hidden states)."""
+        """Teacher hidden-state indices the objectives read (when ``needs`` has hidden states): the
+        layer map's, and any an objective names itself (``teacher_layers``)."""
         needs = term_needs(self.weights, self.objectives) if needs is None else needs
-        return sorted({t for t, _ in self.layer_map}) if "hidden_states" in needs else []
+        if "hidden_states" not in needs:
+            return []
+        extra = {int(t) for module in self.objectives.values() for t in getattr(module, "teacher_layers", ())}
+        return sorted({t for t, _ in self.layer_map} | extra)
 
     def _after_setup(self) -> None:
         self.teacher.to(self.accelerator.device)
         self.objectives.to(self.accelerator.device)
         labels = torch.as_tensor(self.train_tokenized["labels"]) if "labels" in self.train_tokenized.column_names else None
         for module in self.objectives.values():
+            if hasattr(module, "process_index"):
+                module.process_index = self.accelerator.process_index
             if hasattr(module, "bind_training_set"):
                 module.bind_training_set(labels, self.task.is_regression)
         needs = term_needs(self.weights, self.objectives)

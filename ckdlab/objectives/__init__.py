@@ -1,8 +1,11 @@
 """Distillation objectives: CKD (the heart), the baselines, and one registry.
 
     from ckdlab.objectives import wr_pair_loss, wr_triplet_loss, ltr_pair_loss, ltr_triplet_loss, CKDLoss
+    from ckdlab.objectives import CoDIR, info_nce_loss, sample_negatives
 """
 from ckdlab.objectives.ckd import CKDLoss, ltr_pair_loss, ltr_triplet_loss, wr_pair_loss, wr_triplet_loss
+from ckdlab.objectives.codir import CoDIR, build_codir
+from ckdlab.objectives.contrastive import in_batch_info_nce_loss, info_nce_loss, sample_negatives, update_memory_bank
 from ckdlab.objectives.distilbert import DistilBERTCosine
 from ckdlab.objectives.dynabert import DynaBERTLoss, hidden_mse, soft_cross_entropy
 from ckdlab.objectives.kd import CrossEntropy, LogitKD, mix_kd_ce
@@ -15,6 +18,7 @@ from ckdlab.objectives.tinybert import TinyBERT
 
 __all__ = [
     "CKDLoss",
+    "CoDIR",
     "CrossEntropy",
     "DistilBERTCosine",
     "DynaBERTLoss",
@@ -23,9 +27,12 @@ __all__ = [
     "PKD",
     "REGISTRY",
     "TinyBERT",
+    "build_codir",
     "build_objectives",
     "default_weights",
     "hidden_mse",
+    "in_batch_info_nce_loss",
+    "info_nce_loss",
     "ltr_pair_loss",
     "ltr_pair_relation",
     "ltr_triplet_loss",
@@ -34,6 +41,8 @@ __all__ = [
     "parse_objective",
     "resolve_layer_map",
     "soft_cross_entropy",
+    "sample_negatives",
+    "update_memory_bank",
     "wr_pair_loss",
     "wr_pair_relation",
     "wr_triplet_loss",

@@ -17,15 +17,17 @@ name           terms                                            needs (per term)
 ``minilm``     minilm_attn, minilm_value                        last-layer q/k/v
 ``distilbert`` distilbert_cos                                   hidden states, equal widths
 ``dynabert``   dyna_logit, dyna_hidden                          logits; hidden states
+``codir``      codir (InfoNCE of projected layer summaries)     hidden states (example-aligned only)
 =============  ===============================================  ============================================
 
 ``ce`` is always available; its default weight is 1 when the spec names it or names nothing
 else, and 0 otherwise (turn it on with ``weights={"ce": ...}``, as in Hinton's α-mix).
 Every other term's default weight is 1.
 
-Optional hooks an objective module may define (the engine calls them when present):
-``bind_training_set(labels, regression)`` once before training, and ``after_step(gather)``
-after each optimiser step (for state such as a memory bank).
+Optional hooks and attributes an objective module may define (the engine uses them when present):
+``bind_training_set(labels, regression)`` once before training; ``after_step(gather)`` after each
+optimiser step (for state such as a memory bank); ``process_index``, set to the process's rank;
+``teacher_layers``, teacher hidden states it reads beyond the layer map.
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ import torch
 from torch import nn
 
 from ckdlab.models.outputs import ModelOutputs
+from ckdlab.objectives.codir import CODIR_OPTIONS, build_codir
 from ckdlab.objectives.distilbert import DistilBERTCosine
 from ckdlab.objectives.dynabert import DynaBERTLoss
 from ckdlab.objectives.kd import CrossEntropy, LogitKD
@@ -50,7 +53,8 @@ class BuildContext:
     """What a builder may look at: model configs, the layer map, and free-form options.
 
     ``fixed_rows``: batches carry ``row``, the index of each example in one fixed training set,
-    so per-example state (CKD's teacher-Gram memo) may be kept.
+    so per-example state (CKD's teacher-Gram memo, CoDIR's memory bank) may be kept. ``seed``: the
+    run's seed, for objectives with random state of their own.
     """
 
     teacher_config: Any
@@ -60,6 +64,7 @@ class BuildContext:
     temperature: float = 1.0
     options: dict[str, Any] = field(default_factory=dict)
     fixed_rows: bool = False
+    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -130,6 +135,8 @@ REGISTRY: dict[str, ObjectiveSpec] = {
         ObjectiveSpec("distilbert", {"distilbert_cos": _HIDDEN}, lambda c: DistilBERTCosine(c.layer_map), True),
         ObjectiveSpec("dynabert", {"dyna_logit": frozenset({"logits"}), "dyna_hidden": _HIDDEN},
                       lambda c: DynaBERTLoss(regression=c.regression), True),
+        # Contrastive over examples: the same example on both sides, not the same tokens.
+        ObjectiveSpec("codir", {"codir": _HIDDEN}, build_codir, False, CODIR_OPTIONS),
     )
 }
 
