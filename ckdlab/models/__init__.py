@@ -1,18 +1,32 @@
-"""Model zoo: backbones (offline embedded, tiny, hub), student builders, size and latency."""
+"""Model zoo: backbones (offline embedded, tiny, hub), student builders, layer removal, size and latency."""
 from ckdlab.models.backbones import EMBEDDED_NAMES, load_backbone, load_tokenizer, minilm_path
+from ckdlab.models.layer_removal import (
+    candidate_sets,
+    default_max_removed,
+    evenly_spaced_layers,
+    freeze_for_candidate,
+    remove_layers,
+    top_layers,
+)
 from ckdlab.models.size import count_parameters, measure_latency
 from ckdlab.models.students import build_student, describe, fresh_student, layer_subset_student, select_layers
 
 __all__ = [
     "EMBEDDED_NAMES",
     "build_student",
+    "candidate_sets",
     "count_parameters",
+    "default_max_removed",
     "describe",
+    "evenly_spaced_layers",
+    "freeze_for_candidate",
     "fresh_student",
     "layer_subset_student",
     "load_backbone",
     "load_tokenizer",
     "measure_latency",
     "minilm_path",
+    "remove_layers",
     "select_layers",
+    "top_layers",
 ]
