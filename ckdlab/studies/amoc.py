@@ -250,16 +250,20 @@ def stepwise_aic(frame: pd.DataFrame, target: str, candidates: Sequence[str]) ->
     def fit(features: Sequence[str]) -> Any:
         return sm.OLS(y, _design(frame, features)).fit()
 
+    def full_rank(features: Sequence[str]) -> bool:
+        design = _design(frame, features).to_numpy()
+        return int(np.linalg.matrix_rank(design)) == design.shape[1]
+
     selected: list[str] = []
     best = fit(selected)
     while True:
         trials = []
         for feature in candidates:
-            if feature in selected or len(selected) + 2 >= len(frame):
+            # A feature collinear with the chosen ones (or constant) adds nothing and is never tried.
+            if feature in selected or len(selected) + 2 >= len(frame) or not full_rank([*selected, feature]):
                 continue
             trial = fit([*selected, feature])
-            if round(trial.df_model) == len(selected) + 1:  # skip a feature collinear with the chosen ones
-                trials.append((trial.aic, feature, trial))
+            trials.append((trial.aic, feature, trial))
         if not trials:
             break
         aic, feature, trial = min(trials, key=lambda item: item[0])
