@@ -19,20 +19,15 @@ removed from ``train``. ``unlabeled`` is the domain's whole training text, label
 Families (``Domain.describe()`` says where each role comes from):
 
 - ``sentiment``: movie reviews (SST-2) <-> English tweets (XLM-T, negative/positive only, relabelled
-  to SST-2's ids 0 = negative, 1 = positive; neutral dropped; text column ``sentence``). Base model
-  ``minilm-l6``. SST-2's ``test`` is its GLUE dev split; its ``source_dev`` a held-out train slice
-  (SST-2's train rows are phrases of its training sentences, so the slice is in-domain, not unseen
-  sentences -- fine for ranking candidates, which is all it is used for).
-- ``stsb-genre``: STS-B's genres (``main-news``, ``main-captions``, ``main-forum``; dev spells the last
-  ``main-forums``), Spearman. ``test`` = the genre's rows of GLUE dev. Needs GLUE's original TSVs:
-  the hub copy has no genre column.
-- ``tweets-language``: XLM-T's 8 languages, 3 classes, base model ``me5-small``; ``source_dev`` is
-  the language's validation split, ``test`` its test split.
-- ``mnli-genre`` (hub ``nyu-mll/multi_nli``): the five genres of train / validation_matched;
-  ``test`` = the genre's validation_matched rows (the MNLI test labels are not public).
-- ``amazon-category`` (hub :data:`AMAZON_HUB_ID`, ``product_category`` column): English reviews,
-  1-2 stars = negative, 4-5 = positive, 3 dropped (as Blitzer et al. and AMoC binarise); ``test`` =
-  the hub's test rows of the category.
+  to SST-2's ids 0 = negative, 1 = positive, neutral dropped, text column ``sentence``); ``minilm-l6``.
+  SST-2's ``test`` is its GLUE dev split, its ``source_dev`` a held-out train slice (SST-2's train
+  rows are phrases of its training sentences: in-domain, not unseen sentences -- fine for ranking
+  candidates, all it is used for).
+- ``stsb-genre``: STS-B's genres ``main-news``, ``main-captions``, ``main-forum`` (dev spells it
+  ``main-forums``), Spearman; needs GLUE's original TSVs (the hub copy has no genre column).
+- ``tweets-language``: XLM-T's 8 languages, 3 classes, ``me5-small``.
+- ``mnli-genre`` (hub ``nyu-mll/multi_nli``) and ``amazon-category`` (hub :data:`AMAZON_HUB_ID`:
+  English reviews, 1-2 stars negative, 4-5 positive, 3 dropped, as Blitzer et al. and AMoC binarise).
 """
 from __future__ import annotations
 
@@ -82,8 +77,8 @@ TWEET_SENTIMENT_TASK = TaskSpec(
     is_regression=False,
     metrics=("accuracy",),
     headline="accuracy",
-    splits=MappingProxyType({"train": SplitSpec("<lang>/train_*", "train"), "dev": SplitSpec("<lang>/val_*", "validation"),
-                             "test": SplitSpec("<lang>/test_*", "test")}),
+    splits=MappingProxyType({split: SplitSpec(f"<language>/{prefix}_*", hub) for split, prefix, hub in
+                             (("train", "train", "train"), ("dev", "val", "validation"), ("test", "test", "test"))}),
     split_aliases=MappingProxyType({"validation": "dev"}),
 )
 
@@ -116,9 +111,7 @@ def _by_role(role: str, read_train: Callable[[], Dataset], read_dev: Callable[[]
     if role == "source_dev" and read_dev is not None:
         return read_dev()
     train = read_train()
-    if role == "unlabeled":
-        return train
-    if read_dev is not None:
+    if role == "unlabeled" or read_dev is not None:
         return train
     rest, held_out = held_out_split(train)
     return rest if role == "train" else held_out
@@ -149,7 +142,8 @@ def _require_columns(ds: Dataset, columns: Sequence[str], source: str) -> None:
 def _read_sentiment(key: str, role: str, data_dir: str | os.PathLike | None) -> Dataset:
     task = get_task("sst2")
     if key == "sst2":
-        return _by_role(role, lambda: load_task(task, "train", data_dir), None, lambda: load_task(task, "dev", data_dir))
+        return _by_role(role, lambda: _labelled(load_task(task, "train", data_dir), task), None,
+                        lambda: _labelled(load_task(task, "dev", data_dir), task))
 
     def tweets(split: str, keep_neutral: bool = False) -> Dataset:
         ds = load_sentiment(key, split, data_dir).rename_column("text", "sentence")
@@ -331,8 +325,7 @@ class Domain:
         if role not in ROLES:
             raise ValueError(f"role={role!r} is not one of {ROLES}")
         ds = FAMILIES[self.family].read(self.key, role, data_dir)
-        if role == "unlabeled":
-            ds = ds.select_columns(list(self.task.text_fields))
+        ds = ds.select_columns([*self.task.text_fields, *([] if role == "unlabeled" else ["label"])])
         return take_subset(ds, limit, seed)
 
 
