@@ -312,3 +312,11 @@ def test_baselines_need_the_full_model_and_the_fixed_sets():
         baseline_scores(frame[frame[REMOVED] != ""])
     with pytest.raises(ValueError, match="top baseline"):
         baseline_scores(frame[frame[REMOVED] != "3"])
+
+
+def test_tables_glued_from_per_pair_frames_give_the_same_choices():
+    frame = synthetic_candidates()
+    glued = pd.concat([rows.reset_index(drop=True) for _, rows in frame.groupby(PAIR, sort=False)])
+    assert glued.index.has_duplicates
+    pd.testing.assert_frame_equal(leave_one_pair_out(glued), leave_one_pair_out(frame))
+    pd.testing.assert_frame_equal(baseline_scores(glued), baseline_scores(frame))

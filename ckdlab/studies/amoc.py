@@ -179,6 +179,8 @@ def candidate_record(
     domain_distance: float,
 ) -> dict[str, Any]:
     """One row of the candidates table (see the module docstring); the layer features are derived here."""
+    if isinstance(n_layers, bool) or not isinstance(n_layers, (int, np.integer)) or n_layers < 1:
+        raise ValueError(f"n_layers must be the base model's positive layer count, got {n_layers!r}")
     layers = sorted(int(i) for i in removed)
     if any(not 0 <= i < n_layers for i in layers) or len(set(layers)) != len(layers):
         raise ValueError(f"removed={layers} must be distinct layer indices in 0..{n_layers - 1}")
@@ -291,7 +293,7 @@ def leave_one_pair_out(
     ``selected`` (the features the regression kept, joined by ``+``).
     """
     _require_columns(frame, [PAIR, REMOVED, N_REMOVED, target, *candidates])
-    rows = frame[frame[N_REMOVED] >= 1]
+    rows = frame[frame[N_REMOVED] >= 1].reset_index(drop=True)  # unique labels for idxmax below
     pairs = list(dict.fromkeys(rows[PAIR]))
     if len(pairs) < 2:
         raise ValueError(f"leave-one-pair-out needs candidates of at least 2 domain pairs, got {pairs}")
@@ -326,7 +328,7 @@ def baseline_scores(frame: pd.DataFrame) -> pd.DataFrame:
     """
     _require_columns(frame, [PAIR, REMOVED, N_REMOVED, N_LAYERS, TARGET_SCORE, SOURCE_DEV_SCORE])
     out = []
-    for pair, rows in frame.groupby(PAIR, sort=False):
+    for pair, rows in frame.reset_index(drop=True).groupby(PAIR, sort=False):
         depths = rows[N_LAYERS].unique()
         if len(depths) != 1:
             raise ValueError(f"pair {pair!r} has rows with different n_layers {sorted(depths)}; one base model per pair")
