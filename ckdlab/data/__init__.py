@@ -9,6 +9,14 @@ from .collate import (
     make_dataloader,
     tokenize_dataset,
 )
+from .domains import (
+    FAMILIES,
+    ROLES,
+    Domain,
+    DomainPair,
+    domain_pairs,
+    ordered_pairs,
+)
 from .glue import (
     HUB_DATASET,
     DataFormatError,
@@ -35,10 +43,14 @@ from .paths import candidate_roots, find_local
 from .tasks import TASKS, SplitSpec, TaskSpec, get_task
 
 __all__ = [
+    "FAMILIES",
+    "ROLES",
     "TASKS",
     "HUB_DATASET",
     "DataFormatError",
     "DataNotFoundError",
+    "Domain",
+    "DomainPair",
     "DynamicPaddingCollator",
     "LengthGroupedSampler",
     "SeededShuffleSampler",
@@ -49,6 +61,7 @@ __all__ = [
     "binary_f1",
     "candidate_roots",
     "compute_metrics",
+    "domain_pairs",
     "find_glue_file",
     "find_local",
     "get_task",
@@ -57,6 +70,7 @@ __all__ = [
     "load_task",
     "make_dataloader",
     "matthews_corrcoef",
+    "ordered_pairs",
     "pearson_corr",
     "read_glue_tsv",
     "spearman_corr",
