@@ -37,13 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
-from transformers import (
-    AutoConfig,
-    AutoModel,
-    AutoModelForSequenceClassification,
-    PreTrainedConfig,
-    PreTrainedModel,
-)
+from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, PreTrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.utils import ModelOutput
@@ -74,14 +68,11 @@ class BiLSTMConfig(PreTrainedConfig):
     pad_token_id: int | None = 0
 
     def __post_init__(self, **kwargs) -> None:
-        for name in ("vocab_size", "embedding_size", "hidden_size", "num_layers"):
+        sizes = {"vocab_size": 1, "embedding_size": 1, "hidden_size": 1, "num_layers": 1, "classifier_hidden_size": 0}
+        for name, low in sizes.items():
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"BiLSTMConfig: {name} must be a positive integer, got {value!r}")
-        if isinstance(self.classifier_hidden_size, bool) or not isinstance(self.classifier_hidden_size, int) or self.classifier_hidden_size < 0:
-            raise ValueError(
-                f"BiLSTMConfig: classifier_hidden_size must be an integer >= 0 (0 = linear classifier), got {self.classifier_hidden_size!r}"
-            )
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"BiLSTMConfig: {name} must be an integer >= {low}, got {value!r}")
         for name in ("embedding_dropout", "lstm_dropout", "classifier_dropout"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
@@ -280,21 +271,14 @@ def pair_features(u: Tensor, v: Tensor) -> Tensor:
     return torch.cat([u, v, (u - v).abs(), u * v], dim=-1)
 
 
-class BiLSTMClassifierHead(nn.Module):
+def classifier_head(config: BiLSTMConfig) -> nn.Sequential:
     """dropout -> Linear -> ReLU -> dropout -> Linear (or dropout -> Linear when the hidden size is 0)."""
-
-    def __init__(self, config: BiLSTMConfig) -> None:
-        super().__init__()
-        width = config.classifier_input_size
-        layers: list[nn.Module] = [nn.Dropout(config.classifier_dropout)]
-        if config.classifier_hidden_size:
-            layers += [nn.Linear(width, config.classifier_hidden_size), nn.ReLU(), nn.Dropout(config.classifier_dropout)]
-            width = config.classifier_hidden_size
-        layers.append(nn.Linear(width, config.num_labels))
-        self.layers = nn.Sequential(*layers)
-
-    def forward(self, features: Tensor) -> Tensor:
-        return self.layers(features)
+    width = config.classifier_input_size
+    layers: list[nn.Module] = [nn.Dropout(config.classifier_dropout)]
+    if config.classifier_hidden_size:
+        layers += [nn.Linear(width, config.classifier_hidden_size), nn.ReLU(), nn.Dropout(config.classifier_dropout)]
+        width = config.classifier_hidden_size
+    return nn.Sequential(*layers, nn.Linear(width, config.num_labels))
 
 
 class BiLSTMForSequenceClassification(BiLSTMPreTrainedModel):
@@ -304,7 +288,7 @@ class BiLSTMForSequenceClassification(BiLSTMPreTrainedModel):
     def __init__(self, config: BiLSTMConfig) -> None:
         super().__init__(config)
         self.bilstm = BiLSTMModel(config)
-        self.classifier = BiLSTMClassifierHead(config)
+        self.classifier = classifier_head(config)
         self.post_init()
 
     def forward(
@@ -320,26 +304,21 @@ class BiLSTMForSequenceClassification(BiLSTMPreTrainedModel):
         encoded = self.bilstm(
             input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, output_hidden_states=output_hidden_states
         )
+        pair = encoded.pair_pooler_output
         if self.config.sentence_pair:
-            if token_type_ids is None:
+            mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+            if token_type_ids is None or not (token_type_ids.bool() & mask.bool()).any(dim=1).all():
                 raise ValueError(
-                    "this BiLSTM was built for sentence pairs (sentence_pair=True) but got no token_type_ids; "
-                    "pass the tokenizer's pair encoding (token_type_ids 0 for sentence A, 1 for sentence B)"
+                    "this BiLSTM was built for sentence pairs (sentence_pair=True) but some rows have no sentence B "
+                    "(no token with token_type_ids == 1); pass the tokenizer's encoding of both sentences"
                 )
-            mask = attention_mask.bool() if attention_mask is not None else torch.ones_like(input_ids, dtype=torch.bool)
-            if not (token_type_ids.bool() & mask).any(dim=1).all():
-                raise ValueError(
-                    "this BiLSTM was built for sentence pairs (sentence_pair=True) but some rows have no "
-                    "sentence B (no token with token_type_ids == 1); encode both sentences with the tokenizer"
-                )
-            pair = encoded.pair_pooler_output
             features = pair_features(encoded.pooler_output, pair)
+        elif pair is not None:
+            raise ValueError(
+                "this BiLSTM was built for single sentences (sentence_pair=False) but the batch holds sentence "
+                "pairs (token_type_ids == 1); build it with sentence_pair=True for pair tasks"
+            )
         else:
-            if encoded.pair_pooler_output is not None:
-                raise ValueError(
-                    "this BiLSTM was built for single sentences (sentence_pair=False) but the batch holds sentence "
-                    "pairs (token_type_ids == 1); build it with sentence_pair=True for pair tasks"
-                )
             features = encoded.pooler_output
         logits = self.classifier(features)
         loss = None if labels is None else self._loss(logits, labels)
@@ -452,7 +431,3 @@ def build_bilstm_student(
             student.bilstm.embeddings.weight.copy_(pca_embeddings(teacher_embeddings, config.embedding_size))
     return student
 
-
-def describe_bilstm(config: BiLSTMConfig) -> str:
-    """'BiLSTM-2L-300H-300E' style shorthand for tables."""
-    return f"BiLSTM-{config.num_layers}L-{config.hidden_size}H-{config.embedding_size}E"

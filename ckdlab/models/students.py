@@ -33,7 +33,7 @@ import re
 import torch
 from transformers import BertConfig, BertForSequenceClassification, BertModel, PreTrainedModel
 
-from ckdlab.models.bilstm import BILSTM_MODEL_TYPE, build_bilstm_student, describe_bilstm
+from ckdlab.models.bilstm import BILSTM_MODEL_TYPE, build_bilstm_student
 
 _CONFIG_RE = re.compile(r"^L(\d+)-H(\d+)(?:-A(\d+))?(?:-I(\d+))?$", re.IGNORECASE)
 
@@ -195,6 +195,6 @@ def describe(model: PreTrainedModel) -> str:
     """'6L-384H-12A' style shorthand used in tables."""
     c = model.config
     if c.model_type == BILSTM_MODEL_TYPE:
-        return describe_bilstm(c)
+        return f"BiLSTM-{c.num_layers}L-{c.hidden_size}H-{c.embedding_size}E"
     return f"{c.num_hidden_layers}L-{c.hidden_size}H-{c.num_attention_heads}A"
 
