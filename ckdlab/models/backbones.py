@@ -38,6 +38,9 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+# Importing the BiLSTM registers its model_type with the Auto classes, so that a saved BiLSTM
+# folder loads through the same AutoModel* calls as any BERT below.
+from ckdlab.models import bilstm as _bilstm  # noqa: F401
 from ckdlab.models.heads import add_classification_head
 
 EMBEDDED_NAMES = ("minilm-l6", "tiny-random", "me5-small")

@@ -41,12 +41,17 @@ def measure_latency(
         generator = torch.Generator().manual_seed(0)
         ids = torch.randint(1000, model.config.vocab_size, (batch_size, seq_len), generator=generator).to(device)
         mask = torch.ones_like(ids)
+        # A pair model (the BiLSTM for pair tasks) reads two segments: give it two halves.
+        types = torch.zeros_like(ids)
+        if getattr(model.config, "sentence_pair", False):
+            types[:, seq_len // 2:] = 1
+        inputs = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
         for _ in range(warmup):
-            model(input_ids=ids, attention_mask=mask)
+            model(**inputs)
         times = []
         for _ in range(repeats):
             start = time.perf_counter()
-            model(input_ids=ids, attention_mask=mask)
+            model(**inputs)
             times.append((time.perf_counter() - start) * 1000)
     finally:
         torch.set_num_threads(previous_threads)

@@ -21,6 +21,9 @@ token-aligned relations stay comparable):
     - ``"slice"`` — copy the leading block of every teacher matrix (first H hidden units, first I
       FFN neurons, first L layers). It keeps the teacher's embedding geometry, which helps small
       data; importance-ordered slicing is DynaBERT's job (see the ablations).
+
+(c) **BiLSTM** (``"bilstm"`` or ``"bilstm:L2-H300-E300"``): a recurrent student on the teacher's
+    tokenizer, see :mod:`ckdlab.models.bilstm`; ``init`` is ``"pca"`` (default) or ``"random"``.
 """
 from __future__ import annotations
 
@@ -29,6 +32,8 @@ import re
 
 import torch
 from transformers import BertConfig, BertForSequenceClassification, BertModel, PreTrainedModel
+
+from ckdlab.models.bilstm import BILSTM_MODEL_TYPE, build_bilstm_student
 
 _CONFIG_RE = re.compile(r"^L(\d+)-H(\d+)(?:-A(\d+))?(?:-I(\d+))?$", re.IGNORECASE)
 
@@ -54,7 +59,8 @@ def select_layers(spec: str, n_teacher_layers: int) -> list[int]:
         layers = [step * (j + 1) - 1 for j in range(k)]
     else:
         raise ValueError(
-            f"unknown student spec '{spec}'. Use layers:0,2,4 | first:k | every-other | skip:k | config:L4-H256-A4-I1024"
+            f"unknown student spec '{spec}'. Use layers:0,2,4 | first:k | every-other | skip:k | config:L4-H256-A4-I1024 "
+            "| bilstm:L2-H300-E300"
         )
     if not layers:
         raise ValueError(f"student spec '{spec}' selects no layers")
@@ -143,11 +149,23 @@ def fresh_student(
 
 
 def build_student(
-    teacher: PreTrainedModel, spec: str, num_labels: int | None = None, init: str = "bert", seed: int = 0
+    teacher: PreTrainedModel,
+    spec: str,
+    num_labels: int | None = None,
+    init: str | None = None,
+    seed: int = 0,
+    sentence_pair: bool = False,
 ) -> PreTrainedModel:
-    """One entry point for both builders: ``config:...`` makes a fresh model, anything else a layer subset."""
+    """One entry point for every builder: ``config:...`` makes a fresh BERT, ``bilstm[:...]`` a BiLSTM
+    classifier, anything else a layer subset. ``init`` defaults to ``"bert"`` for ``config:`` and
+    ``"pca"`` for ``bilstm``; ``sentence_pair`` (pair tasks) matters only to the BiLSTM, which
+    encodes the two sentences separately."""
+    if spec.strip().lower().partition(":")[0] == "bilstm":
+        return build_bilstm_student(
+            teacher, spec, num_labels=num_labels, init=init or "pca", seed=seed, sentence_pair=sentence_pair
+        )
     if spec.lower().startswith("config:"):
-        return fresh_student(teacher, spec.split(":", 1)[1], num_labels=num_labels, init=init, seed=seed)
+        return fresh_student(teacher, spec.split(":", 1)[1], num_labels=num_labels, init=init or "bert", seed=seed)
     return layer_subset_student(teacher, select_layers(spec, teacher.config.num_hidden_layers), num_labels)
 
 
@@ -176,5 +194,7 @@ def _check_missing(missing: list[str], allow_head: bool) -> None:
 def describe(model: PreTrainedModel) -> str:
     """'6L-384H-12A' style shorthand used in tables."""
     c = model.config
+    if c.model_type == BILSTM_MODEL_TYPE:
+        return f"BiLSTM-{c.num_layers}L-{c.hidden_size}H-{c.embedding_size}E"
     return f"{c.num_hidden_layers}L-{c.hidden_size}H-{c.num_attention_heads}A"
 

@@ -14,6 +14,7 @@ from ckdlab.objectives.minilm import MiniLM
 from ckdlab.objectives.pkd import PKD
 from ckdlab.objectives.registry import REGISTRY, build_objectives, default_weights, parse_objective
 from ckdlab.objectives.relations import ltr_pair_relation, ltr_triplet_relation, wr_pair_relation, wr_triplet_relation
+from ckdlab.objectives.sentence import SentenceApproximationLoss, masked_mean, teacher_sentence_vector
 from ckdlab.objectives.tinybert import TinyBERT
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "MiniLM",
     "PKD",
     "REGISTRY",
+    "SentenceApproximationLoss",
     "TinyBERT",
     "build_codir",
     "build_objectives",
@@ -37,12 +39,14 @@ __all__ = [
     "ltr_pair_relation",
     "ltr_triplet_loss",
     "ltr_triplet_relation",
+    "masked_mean",
     "mix_kd_ce",
     "parse_objective",
     "resolve_layer_map",
     "soft_cross_entropy",
     "sample_negatives",
     "update_memory_bank",
+    "teacher_sentence_vector",
     "wr_pair_loss",
     "wr_pair_relation",
     "wr_triplet_loss",

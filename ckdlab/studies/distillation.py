@@ -18,11 +18,12 @@ from typing import Any
 import pandas as pd
 from transformers import PreTrainedModel
 
-from ckdlab.data import get_task
+from ckdlab.data import TaskSpec, get_task
 from ckdlab.engine import Callback, DistillConfig, Distiller, TrainConfig
 from ckdlab.errors import UserError
 from ckdlab.io import atomic_write_json
 from ckdlab.models import build_student, load_backbone, size_summary
+from ckdlab.models.bilstm import BILSTM_INITS
 from ckdlab.objectives.layer_map import resolve_layer_map
 from ckdlab.objectives.registry import check_options, default_weights, parse_objective, term_needs
 from ckdlab.profiles import load_profile, profile_config
@@ -58,14 +59,19 @@ def distill_settings(profile: str | dict, **explicit: Any) -> DistillConfig:
     return DistillConfig().replace(**from_profile).replace(**explicit)
 
 
-def make_student(teacher: PreTrainedModel, student: str, num_labels: int, init: str, seed: int) -> PreTrainedModel:
-    """``student`` is a builder spec applied to the teacher, or a folder holding a saved student."""
+def make_student(teacher: PreTrainedModel, student: str, task: TaskSpec, init: str, seed: int) -> PreTrainedModel:
+    """``student`` is a builder spec applied to the teacher, or a folder holding a saved student.
+    ``init`` applies to ``config:`` students (bert | slice) and to BiLSTMs (pca | random); a BiLSTM
+    built for a pair task encodes the two sentences separately."""
     if Path(student).exists():
-        return load_backbone(student, num_labels=num_labels)[0]
+        return load_backbone(student, num_labels=task.num_labels)[0]
     if "/" in student or student.startswith("."):
         raise UserError(f"--student {student} looks like a folder but does not exist; pass a saved student folder or a "
                         "spec such as layers:0,2,4 or config:L4-H256-A4-I1024")
-    return build_student(teacher, student, num_labels=num_labels, init=init, seed=seed)
+    if student.strip().lower().startswith("bilstm"):
+        return build_student(teacher, student, num_labels=task.num_labels, init=init if init in BILSTM_INITS else None,
+                             seed=seed, sentence_pair=task.is_pair)
+    return build_student(teacher, student, num_labels=task.num_labels, init=init, seed=seed)
 
 
 def make_distiller(
@@ -92,7 +98,7 @@ def make_distiller(
     settings = distill_settings(profile, objective=objective, weights=weights, temperature=temperature, layer_map=layer_map,
                                 student_init=student_init, objective_options=objective_options)
     _, teacher_model, tokenizer = load_teacher(spec.name, teacher, profile, data_dir)
-    student_model = make_student(teacher_model, student, spec.num_labels, settings.student_init, seed)
+    student_model = make_student(teacher_model, student, spec, settings.student_init, seed)
     config = profile_config(profile, "distill", spec.name, seed=seed, **overrides)
     return Distiller(
         teacher_model, student_model, tokenizer, spec, objective=settings.objective, weights=settings.weights,
@@ -128,7 +134,7 @@ def prepare_distillation(task: str, student: str, objective: str | None, weights
     config = profile_config(prof, "distill", spec.name, seed=seed, **overrides)
     names = parse_objective(settings.objective)
     teacher_path, teacher_model, tokenizer = load_teacher(spec.name, teacher, prof["name"], data_dir)
-    student_model = make_student(teacher_model, student, spec.num_labels, settings.student_init, seed)
+    student_model = make_student(teacher_model, student, spec, settings.student_init, seed)
     resolved_weights = {**default_weights(names), **(settings.weights or {})}
     unknown = sorted(set(settings.weights or {}) - set(default_weights(names)))
     if unknown:
