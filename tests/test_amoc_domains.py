@@ -23,7 +23,8 @@ from ckdlab.data.domains import (
     tweet_language_domains,
     tweet_language_pairs,
 )
-from ckdlab.data.glue import DataNotFoundError, find_glue_file, load_task
+from ckdlab.data.glue import find_glue_file, load_task
+from ckdlab.data.hub import DataNotFoundError
 from ckdlab.data.sentiment import load_sentiment
 from ckdlab.data.tasks import get_task
 
@@ -235,5 +236,5 @@ def test_hub_unreachable_is_a_clear_error(monkeypatch):
         raise ConnectionError("network is unreachable")
 
     monkeypatch.setattr(datasets, "load_dataset", offline)
-    with pytest.raises(DataNotFoundError, match="nyu-mll/multi_nli split 'validation_matched'.*network access"):
+    with pytest.raises(DataNotFoundError, match="(?s)nyu-mll/multi_nli split 'validation_matched'.*network access"):
         mnli_genre_domains(["travel"])[0].load("test")

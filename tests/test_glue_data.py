@@ -11,13 +11,13 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 from ckdlab.data import paths
 from ckdlab.data.glue import (
     DataFormatError,
-    DataNotFoundError,
     find_glue_file,
     load_task,
     read_glue_tsv,
     take_subset,
     task_features,
 )
+from ckdlab.data.hub import DataNotFoundError
 from ckdlab.data.tasks import TASKS, get_task
 
 SHARED = paths.PROJECT_ROOT.parent / "shared" / "data"

@@ -7,7 +7,7 @@ from collections import Counter
 import datasets
 import pytest
 
-from ckdlab.data import paths, sentiment, xnli
+from ckdlab.data import hub, paths
 from ckdlab.data.sentiment import SENTIMENT_ISO_CODES, SENTIMENT_LANGUAGES, load_sentiment
 from ckdlab.data.xnli import (
     XNLI_LABELS,
@@ -40,8 +40,7 @@ def no_hub(monkeypatch, tmp_path):
     def offline(path, name, split):
         raise ConnectionError("network is unreachable")
 
-    monkeypatch.setattr(xnli, "_hub_dataset", offline)
-    monkeypatch.setattr(sentiment, "_hub_dataset", offline)
+    monkeypatch.setattr(hub, "load_dataset", offline)
     return empty
 
 
@@ -83,7 +82,7 @@ def test_real_xnli_test_without_hf_file_uses_xtreme_and_derived_labels(monkeypat
     def offline(path, name, split):
         raise ConnectionError("network is unreachable")
 
-    monkeypatch.setattr(xnli, "_hub_dataset", offline)
+    monkeypatch.setattr(hub, "load_dataset", offline)
     reference = load_xnli("en", "test")["label"]
     for language in sorted(set(XNLI_LANGUAGES) - set(HF_TEST_LANGUAGES)):  # bg el ru th
         assert load_xnli(language, "test")["label"] == reference
@@ -199,7 +198,7 @@ def test_hub_fallback_selects_columns_and_casts(no_hub, monkeypatch):
             {"premise": ["p1", "p2", "p3"], "hypothesis": ["h1", "h2", "h3"], "label": [2, 0, 1], "idx": [0, 1, 2]}
         )
 
-    monkeypatch.setattr(xnli, "_hub_dataset", fake_hub)
+    monkeypatch.setattr(hub, "load_dataset", fake_hub)
     test = load_xnli("de", "test")
     mnli = load_mnli_english_train(limit=2, seed=0)
     assert calls == [("facebook/xnli", "de", "test"), ("nyu-mll/glue", "mnli", "train")]
@@ -275,6 +274,6 @@ def test_sentiment_hub_fallback(no_hub, monkeypatch):
         assert (path, name, split) == ("cardiffnlp/tweet_sentiment_multilingual", "portuguese", "validation")
         return datasets.Dataset.from_dict({"text": ["a", "b", "c", "d"], "label": [0, 1, 2, 1]})
 
-    monkeypatch.setattr(sentiment, "_hub_dataset", fake_hub)
+    monkeypatch.setattr(hub, "load_dataset", fake_hub)
     data = load_sentiment("pt", "val", limit=3, seed=0)
     assert len(data) == 3 and data.features["label"].names == ["negative", "neutral", "positive"]

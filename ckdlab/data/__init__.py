@@ -17,10 +17,10 @@ from .domains import (
     domain_pairs,
     ordered_pairs,
 )
+from .hub import DataNotFoundError, hub_split
 from .glue import (
     HUB_DATASET,
     DataFormatError,
-    DataNotFoundError,
     find_glue_file,
     hub_to_task_dataset,
     load_task,
@@ -66,6 +66,7 @@ __all__ = [
     "find_local",
     "get_task",
     "glue_score",
+    "hub_split",
     "hub_to_task_dataset",
     "load_task",
     "make_dataloader",

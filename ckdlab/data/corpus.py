@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ckdlab.data.glue import find_glue_file, load_task
+from ckdlab.data.hub import hub_split
 from ckdlab.data.sentiment import load_sentiment
 from ckdlab.data.tasks import TASKS
 from ckdlab.data.xnli import load_mnli_english_train, load_xnli
@@ -186,13 +187,6 @@ def clean_wikitext_line(line: str) -> str:
     return _WIKITEXT_MARKERS.sub(r"\1", f" {stripped} ").strip()
 
 
-def _default_loader(path: str, name: str | None, split: str) -> Any:
-    # Looked up at call time so tests can monkeypatch datasets.load_dataset.
-    import datasets
-
-    return datasets.load_dataset(path, name, split=split)
-
-
 def hub_corpus(
     path: str,
     name: str | None = None,
@@ -209,15 +203,9 @@ def hub_corpus(
     split into sentences (:func:`split_sentences`), and sentences of fewer than ``min_words`` words
     (whitespace-separated tokens holding a letter or digit) are dropped. ``loader`` replaces ``datasets.load_dataset``.
     """
-    load = loader if loader is not None else _default_loader
-    try:
-        dataset = load(path, name, split=split)
-    except Exception as error:  # offline, unknown name, auth: all mean "not available" here
-        raise FileNotFoundError(
-            f"could not load the text corpus {path!r} (config {name!r}, split {split!r}) with datasets.load_dataset: "
-            f"{type(error).__name__}: {error}. It needs network access to the Hugging Face hub (or a warm cache); "
-            f"offline, use offline_corpus()."
-        ) from error
+    dataset = hub_split(path, name, split, missing=f"the text corpus {path!r} (config {name!r}, split {split!r}) lives on the hub.",
+                        fix="give this machine network access to the Hugging Face hub (or a warm cache); offline, use offline_corpus().",
+                        loader=loader)
     columns = getattr(dataset, "column_names", None) or []
     if text_column not in columns:
         raise ValueError(f"text_column={text_column!r} is not a column of {path!r}; its columns are {columns}")

@@ -42,7 +42,8 @@ import numpy as np
 from datasets import ClassLabel, Dataset, Value
 
 from ckdlab.data import glue
-from ckdlab.data.glue import DataNotFoundError, find_glue_file, load_task, read_glue_tsv, take_subset
+from ckdlab.data.glue import find_glue_file, load_task, read_glue_tsv, take_subset
+from ckdlab.data.hub import DataNotFoundError, hub_split
 from ckdlab.data.sentiment import (
     SENTIMENT_ISO_CODES,
     SENTIMENT_LABELS,
@@ -106,13 +107,8 @@ def _by_role(role: str, read_train: Callable[[], Dataset], read_dev: Callable[[]
 
 
 def _hub(path: str, split: str, hint: str) -> Dataset:
-    try:
-        ds = datasets.load_dataset(path, split=split)  # looked up at call time: tests monkeypatch it
-    except Exception as err:  # offline, no cache, moved dataset: all mean "not available here"
-        raise DataNotFoundError(
-            f"{path} split {split!r} could not be loaded from the Hugging Face hub ({type(err).__name__}: {err}). "
-            f"{hint} Fix: give this machine network access to the hub, or a warm datasets cache."
-        ) from err
+    ds = hub_split(path, None, split, missing=f"{path} split {split!r} is read from the Hugging Face hub only. {hint}",
+                   fix="give this machine network access to the hub, or a warm datasets cache.")
     if not isinstance(ds, Dataset):
         raise ValueError(f"{path} split {split!r}: expected one datasets.Dataset, got {type(ds).__name__}")
     return ds

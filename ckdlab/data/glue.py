@@ -31,6 +31,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 from datasets import ClassLabel, Dataset, Features, Value
 
+from .hub import hub_split
 from .paths import candidate_roots, find_local
 from .tasks import TaskSpec, get_task
 
@@ -38,10 +39,6 @@ HUB_DATASET = "nyu-mll/glue"
 
 HubLoader = Callable[..., Any]
 """``loader(path, name, split=...)`` with the signature of ``datasets.load_dataset``."""
-
-
-class DataNotFoundError(FileNotFoundError):
-    """No local copy of a split was found and the hub could not provide it either."""
 
 
 class DataFormatError(ValueError):
@@ -247,24 +244,15 @@ def _tried_locations(spec: TaskSpec, split: str, data_dir: str | os.PathLike | N
     return tried
 
 
-def _not_found_message(spec: TaskSpec, split: str, data_dir: str | os.PathLike | None, hub_error: BaseException) -> str:
-    hub_split = spec.splits[split].hub_split
+def _not_found(spec: TaskSpec, split: str, data_dir: str | os.PathLike | None) -> tuple[str, str]:
+    """``(missing, fix)`` for :func:`ckdlab.data.hub.hub_split`."""
     tried = "\n".join(f"  - {location}" for location in _tried_locations(spec, split, data_dir))
     return (
-        f"GLUE {spec.name} split {split!r} not found.\nLocal files tried:\n{tried}\n"
-        f"Hugging Face hub tried: load_dataset({HUB_DATASET!r}, {spec.hub_config!r}, split={hub_split!r}) "
-        f"failed with {type(hub_error).__name__}: {hub_error}\n"
-        f"Fix: put GLUE's {spec.glue_dir}/{spec.splits[split].file} under <dir>/glue_data/ "
+        f"GLUE {spec.name} split {split!r} not found.\nLocal files tried:\n{tried}",
+        f"put GLUE's {spec.glue_dir}/{spec.splits[split].file} under <dir>/glue_data/ "
         "(the layout download_glue_data.py writes) and pass data_dir=<dir> (CLI: --data-dir <dir>) "
-        "or set CKDLAB_DATA=<dir>; or give this machine network access to the hub."
+        "or set CKDLAB_DATA=<dir>; or give this machine network access to the hub.",
     )
-
-
-def _default_hub_loader(path: str, name: str, split: str) -> Any:
-    # Looked up at call time so tests (and users) can monkeypatch datasets.load_dataset.
-    import datasets
-
-    return datasets.load_dataset(path, name, split=split)
 
 
 def hub_to_task_dataset(ds: Any, task: str | TaskSpec, source: str = HUB_DATASET) -> Dataset:
@@ -352,11 +340,7 @@ def load_task(
     if path is not None:
         ds = read_glue_tsv(path, spec)
     else:
-        loader = hub_loader if hub_loader is not None else _default_hub_loader
-        hub_split = spec.splits[split].hub_split
-        try:
-            raw = loader(HUB_DATASET, spec.hub_config, split=hub_split)
-        except Exception as err:  # offline, no cache, auth, moved dataset: all mean "not available"
-            raise DataNotFoundError(_not_found_message(spec, split, data_dir, err)) from err
-        ds = hub_to_task_dataset(raw, spec, source=f"{HUB_DATASET}/{spec.hub_config} split {hub_split!r}")
+        missing, fix = _not_found(spec, split, data_dir)
+        raw = hub_split(HUB_DATASET, spec.hub_config, spec.splits[split].hub_split, missing=missing, fix=fix, loader=hub_loader)
+        ds = hub_to_task_dataset(raw, spec, source=f"{HUB_DATASET}/{spec.hub_config} split {spec.splits[split].hub_split!r}")
     return take_subset(ds, limit, seed)

@@ -22,6 +22,7 @@ from pathlib import Path
 import datasets
 
 from ckdlab.data import paths
+from ckdlab.data.hub import hub_split
 from ckdlab.data.tasks import SENTIMENT_TASK
 from ckdlab.data.xnli import subset_indices
 
@@ -89,11 +90,6 @@ def read_umsab_split(text_file: str | os.PathLike, labels_file: str | os.PathLik
     return {"text": texts, "label": labels}
 
 
-def _hub_dataset(path: str, name: str, split: str) -> datasets.Dataset:
-    """The one place that touches the network (monkeypatched in tests)."""
-    return datasets.load_dataset(path, name, split=split)
-
-
 def load_sentiment(
     language: str,
     split: str,
@@ -110,7 +106,7 @@ def load_sentiment(
     key = str(split).strip().lower()
     if key not in _SPLITS:
         raise ValueError(f"unknown sentiment split {split!r}; choose one of {sorted(_SPLITS)}")
-    prefix, hub_split = _SPLITS[key]
+    prefix, hub_name = _SPLITS[key]
     folder = f"{SENTIMENT_DIR}/{name}"
     text_rel, labels_rel = f"{folder}/{prefix}_text.txt", f"{folder}/{prefix}_labels.txt"
     # Both files from the same folder: a text file from one root and labels from another would misalign.
@@ -119,17 +115,13 @@ def load_sentiment(
     if found is not None and text_file.is_file() and labels_file.is_file():
         dataset = datasets.Dataset.from_dict(read_umsab_split(text_file, labels_file), features=sentiment_features())
     else:
-        try:
-            dataset = _hub_dataset(SENTIMENT_HUB_ID, name, hub_split)
-        except Exception as error:  # offline, hub outage, auth... all mean the same thing to the user here
-            roots = ", ".join(str(root) for root in paths.candidate_roots(data_dir))
-            raise FileNotFoundError(
-                f"no local UMSAB {name} {prefix} files and the hub is unreachable ({type(error).__name__}: {error}).\n"
-                f"Tried: {text_rel} + {labels_rel} under each data root ({roots}), "
-                f"then {SENTIMENT_HUB_ID} on the hub.\n"
-                f"Fix: point CKDLAB_DATA (or data_dir= / --data-dir) at a folder holding {SENTIMENT_DIR}/, "
-                f"or allow network access to the Hugging Face hub."
-            ) from error
+        roots = ", ".join(str(root) for root in paths.candidate_roots(data_dir))
+        dataset = hub_split(
+            SENTIMENT_HUB_ID, name, hub_name,
+            missing=f"no local UMSAB {name} {prefix} files.\nTried: {text_rel} + {labels_rel} under each data root ({roots}).",
+            fix=f"point CKDLAB_DATA (or data_dir= / --data-dir) at a folder holding {SENTIMENT_DIR}/, or allow network "
+                "access to the Hugging Face hub.",
+        )
         dataset = dataset.select_columns(["text", "label"]).cast(sentiment_features())
     keep = subset_indices(len(dataset), limit, seed)
     return dataset if keep is None else dataset.select(keep)

@@ -28,6 +28,7 @@ import datasets
 import numpy as np
 
 from ckdlab.data import paths
+from ckdlab.data.hub import hub_split
 from ckdlab.data.tasks import XNLI_TASK
 
 XNLI_LANGUAGES = ("ar", "bg", "de", "el", "en", "es", "fr", "hi", "ru", "sw", "th", "tr", "ur", "vi", "zh")
@@ -176,11 +177,6 @@ def _finish(columns: dict[str, list], limit: int | None, seed: int) -> datasets.
     return dataset if keep is None else dataset.select(keep)
 
 
-def _hub_dataset(path: str, name: str, split: str) -> datasets.Dataset:
-    """The one place that touches the network (monkeypatched in tests)."""
-    return datasets.load_dataset(path, name, split=split)
-
-
 def _from_hub(
     path: str,
     name: str,
@@ -190,16 +186,12 @@ def _from_hub(
     limit: int | None,
     seed: int,
 ) -> datasets.Dataset:
-    try:
-        dataset = _hub_dataset(path, name, split)
-    except Exception as error:  # offline, hub outage, auth... all mean the same thing to the user here
-        roots = ", ".join(str(root) for root in paths.candidate_roots(data_dir))
-        raise FileNotFoundError(
-            f"no local copy of {path} ({name}, {split}) and the hub is unreachable ({type(error).__name__}: {error}).\n"
-            f"Tried: {'; '.join(tried)} under each data root ({roots}), then the hub.\n"
-            f"Fix: point CKDLAB_DATA (or data_dir= / --data-dir) at a folder holding xnli/, "
-            f"or allow network access to the Hugging Face hub."
-        ) from error
+    roots = ", ".join(str(root) for root in paths.candidate_roots(data_dir))
+    dataset = hub_split(
+        path, name, split,
+        missing=f"no local copy of {path} ({name}, {split}).\nTried: {'; '.join(tried)} under each data root ({roots}).",
+        fix="point CKDLAB_DATA (or data_dir= / --data-dir) at a folder holding xnli/, or allow network access to the Hugging Face hub.",
+    )
     dataset = dataset.select_columns(["premise", "hypothesis", "label"]).cast(xnli_features())
     keep = subset_indices(len(dataset), limit, seed)
     return dataset if keep is None else dataset.select(keep)
