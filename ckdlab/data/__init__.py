@@ -25,7 +25,6 @@ from .glue import (
     hub_to_task_dataset,
     load_task,
     read_glue_tsv,
-    take_subset,
     task_features,
     task_source,
 )
@@ -40,6 +39,7 @@ from .metrics import (
     spearman_corr,
 )
 from .paths import candidate_roots, find_local
+from .subsets import subset_indices, take_subset
 from .tasks import TASKS, SplitSpec, TaskSpec, get_task
 
 __all__ = [
@@ -75,6 +75,7 @@ __all__ = [
     "pearson_corr",
     "read_glue_tsv",
     "spearman_corr",
+    "subset_indices",
     "take_subset",
     "task_features",
     "task_source",

@@ -33,6 +33,7 @@ from datasets import ClassLabel, Dataset, Features, Value
 
 from .hub import hub_split
 from .paths import candidate_roots, find_local
+from .subsets import check_subset_args, take_subset
 from .tasks import TaskSpec, get_task
 
 HUB_DATASET = "nyu-mll/glue"
@@ -295,27 +296,6 @@ def hub_to_task_dataset(ds: Any, task: str | TaskSpec, source: str = HUB_DATASET
     return ds.cast(task_features(spec))
 
 
-def _check_subset_args(limit: int | None, seed: int) -> None:
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1):
-        raise ValueError(f"limit must be a positive int (number of examples) or None for all, got {limit!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-
-
-def take_subset(ds: Dataset, limit: int | None, seed: int = 0) -> Dataset:
-    """A seeded random subset of ``limit`` rows, kept in their original order.
-
-    The rows are the first ``limit`` of one seeded permutation, so for a fixed seed a smaller
-    subset is contained in a larger one. Not stratified: a small subset of an imbalanced task
-    may under-represent (or miss) a class. ``limit=None`` or ``limit >= len(ds)`` returns ``ds``.
-    """
-    _check_subset_args(limit, seed)
-    if limit is None or limit >= len(ds):
-        return ds
-    chosen = np.random.default_rng(int(seed)).permutation(len(ds))[: int(limit)]
-    return ds.select(np.sort(chosen))
-
-
 def load_task(
     task: str | TaskSpec,
     split: str,
@@ -335,7 +315,7 @@ def load_task(
     """
     spec = get_task(task)
     split = spec.resolve_split(split)
-    _check_subset_args(limit, seed)
+    check_subset_args(limit, seed)
     path = find_glue_file(spec, split, data_dir)
     if path is not None:
         ds = read_glue_tsv(path, spec)

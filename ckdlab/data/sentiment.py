@@ -24,7 +24,7 @@ import datasets
 from ckdlab.data import paths
 from ckdlab.data.hub import hub_split
 from ckdlab.data.tasks import SENTIMENT_TASK
-from ckdlab.data.xnli import subset_indices
+from ckdlab.data.subsets import subset_indices
 
 SENTIMENT_LANGUAGES = ("arabic", "english", "french", "german", "hindi", "italian", "portuguese", "spanish")
 SENTIMENT_ISO_CODES = {

@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import datasets
-import numpy as np
 
 from ckdlab.data import paths
 from ckdlab.data.hub import hub_split
+from ckdlab.data.subsets import subset_indices
 from ckdlab.data.tasks import XNLI_TASK
 
 XNLI_LANGUAGES = ("ar", "bg", "de", "el", "en", "es", "fr", "hi", "ru", "sw", "th", "tr", "ur", "vi", "zh")
@@ -154,21 +154,6 @@ def check_split(split: str) -> str:
     if canonical is None:
         raise ValueError(f"unknown XNLI split {split!r}; choose one of {sorted(_SPLITS)}")
     return canonical
-
-
-def subset_indices(n_rows: int, limit: int | None, seed: int) -> list[int] | None:
-    """Row indices of a seeded random subset of ``limit`` rows, in file order; ``None`` = all rows.
-
-    Same ``(n_rows, limit, seed)`` -> same rows. ``limit`` larger than ``n_rows`` keeps every row.
-    """
-    if limit is None:
-        return None
-    if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1:
-        raise ValueError(f"limit={limit!r} must be a positive integer or None (all rows)")
-    if limit >= n_rows:
-        return None
-    chosen = np.random.default_rng(seed).choice(n_rows, size=int(limit), replace=False)
-    return sorted(int(i) for i in chosen)
 
 
 def _finish(columns: dict[str, list], limit: int | None, seed: int) -> datasets.Dataset:
