@@ -20,7 +20,7 @@ from ckdlab.data.paths import find_local
 from ckdlab.data.sentiment import load_sentiment
 from ckdlab.data.xnli import load_mnli_english_train, load_xnli
 from ckdlab.models import load_backbone
-from ckdlab.models.sentence_cache import cached_teacher_vectors, compute_teacher_vectors
+from ckdlab.engine.sentence_cache import cached_teacher_vectors, compute_teacher_vectors
 
 needs_shared = pytest.mark.skipif(
     any(find_local(p) is None for p in ("glue_data/SST-2/train.tsv", "xnli/hf/train-en-sample9k.jsonl", "umsab_sentiment/english")),

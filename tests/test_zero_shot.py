@@ -138,9 +138,9 @@ def test_unknown_languages_settings_and_objectives_are_clear_errors(tokenizer):
         zs.load_zero_shot_profile("huge")
     model = tiny_classifier(tokenizer, layers=2)
     with pytest.raises(ValueError, match="need labels or logits"):
-        pretrain.HiddenStateObjective(model.config, model.config, "ckd+kd")
+        pretrain.hidden_state_weights("ckd+kd", None)
     with pytest.raises(ValueError, match="unknown term"):
-        pretrain.HiddenStateObjective(model.config, model.config, "ckd", weights={"kd": 1.0})
+        pretrain.hidden_state_weights("ckd", {"kd": 1.0})
 
 
 # --------------------------------------------------------------------------- training: selection and frozen embeddings

@@ -219,3 +219,18 @@ SENTIMENT_TASK = _crosslingual(
     "sentiment", "cardiffnlp/tweet_sentiment_multilingual", ("text",), ("negative", "neutral", "positive"),
     {"train": "umsab_sentiment/english/train_*", "dev": "umsab_sentiment/<lang>/val_*", "test": "umsab_sentiment/<lang>/test_*"},
 )
+
+# Unlabeled sentences (one ``text`` column) for task-agnostic distillation: no labels, no metric.
+TEXT_TASK = TaskSpec(
+    name="text",
+    glue_dir="text",
+    hub_config="text",
+    text_fields=("text",),
+    num_labels=0,
+    label_names=(),
+    is_regression=False,
+    metrics=(),
+    headline="",
+    splits=MappingProxyType({"train": SplitSpec("(given sentences)", "train")}),
+    split_aliases=_STANDARD_ALIASES,
+)

@@ -358,6 +358,8 @@ class Trainer:
 
     # ----------------------------------------------------------------- the whole run
     def _maybe_evaluate(self, force: bool = False) -> dict[str, float] | None:
+        if not self.dev_loaders:  # task-agnostic training on unlabeled text has nothing to score
+            return None
         every = self.config.eval_every
         end_of_epoch = self.batches_into_epoch >= self.steps_per_epoch
         due = (every and self.global_step % every == 0) or (not every and end_of_epoch)

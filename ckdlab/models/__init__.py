@@ -1,5 +1,5 @@
 """Model zoo: backbones (offline embedded, tiny, hub), student builders (BERT and BiLSTM), heads,
-typed outputs, layer removal, size and latency. The disk cache of teacher sentence vectors is :mod:`ckdlab.models.sentence_cache` (imported on its
+typed outputs, layer removal, size and latency. The disk cache of teacher sentence vectors is :mod:`ckdlab.engine.sentence_cache` (imported on its
 own: it depends on ckdlab.data, whose import loads ``datasets``)."""
 from ckdlab.models.bilstm import (
     BiLSTMConfig,

@@ -240,12 +240,16 @@ def distill_grid(
     **kwargs: Any,
 ) -> pd.DataFrame:
     """Every task x seed x student x method; ``methods`` maps a label to :func:`distill` keyword arguments
-    (e.g. ``{"CKD + KD": {"objective": "ckd+kd"}}``). Returns a tidy frame, one row per run."""
+    (e.g. ``{"CKD + KD": {"objective": "ckd+kd"}}``; a ``tasks`` list limits a method to those tasks).
+    Returns a tidy frame, one row per run."""
     rows = []
     for task in tasks:
         for seed in seeds:
             for student_name, student_spec in students.items():
                 for method, options in methods.items():
+                    options = dict(options)
+                    if task not in options.pop("tasks", [task]):
+                        continue
                     row = distill(task, student=student_spec, student_name=student_name, method=method, profile=profile,
                                   seed=seed, **{**kwargs, **options})
                     rows.append({k: row[k] for k in GRID_COLUMNS})
