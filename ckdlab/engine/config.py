@@ -69,6 +69,8 @@ class DistillConfig:
     layer_map: str | list = option("uniform", "uniform | last | skip | explicit teacher-student pairs '0-0,2-1,4-2'")
     objective_options: dict[str, Any] = field(default_factory=dict, metadata={"help": "objective options, e.g. window=10,pair_metric=cos"})
     student_init: str = option("bert", "bert (random) | slice (leading block of the teacher), for config: students")
+    balance: str = option("none", "none | grad | loss: set the balanced terms' (CKD's) weights at the start of training")
+    balance_fraction: float = option(0.25, "each balanced term's share of the task/KD gradient (balance=grad) or loss")
 
     def replace(self, **changes: Any) -> "DistillConfig":
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}

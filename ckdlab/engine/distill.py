@@ -23,9 +23,11 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import torch
+from torch.utils.data import DataLoader
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ckdlab.data import DynamicPaddingCollator
+from ckdlab.engine.balance import BALANCE_BATCHES, balanced_weights, check_scheme, measure
 from ckdlab.engine.callbacks import Callback
 from ckdlab.engine.config import DistillConfig, TrainConfig
 from ckdlab.engine.teacher_cache import TeacherCache
@@ -90,8 +92,15 @@ class Distiller(Trainer):
         cache_budget_gb: float = 2.0,
         cache_all_layers: bool = False,
         teacher_cache: TeacherCache | None = None,
+        balance: str | None = None,
+        balance_fraction: float | None = None,
     ) -> None:
         defaults = DistillConfig()
+        self.balance = check_scheme(balance or defaults.balance,
+                                    defaults.balance_fraction if balance_fraction is None else balance_fraction)
+        # Weights given explicitly are the user's; balancing leaves them alone.
+        self.explicit_weights = frozenset(weights or {})
+        self.balance_report: dict[str, Any] | None = None
         objective = objective or defaults.objective
         temperature = defaults.temperature if temperature is None else temperature
         self.objective_names = parse_objective(objective)
@@ -187,6 +196,31 @@ class Distiller(Trainer):
                 batch_size=self.config.eval_batch_size, budget_bytes=self.cache_budget_bytes,
                 progress=self.config.progress,
             )
+
+    def _before_first_step(self) -> None:
+        """Balanced weights (see :mod:`ckdlab.engine.balance`), measured on the first training batches."""
+        scheme, fraction = self.balance
+        active = self._active()
+        balanced = [t for n in active if REGISTRY[n].balanced for t in REGISTRY[n].terms
+                    if t not in self.explicit_weights and self.weights.get(t, 0.0) > 0]
+        reference = [t for n in active if REGISTRY[n].reference for t in REGISTRY[n].terms if self.weights.get(t, 0.0) > 0]
+        if scheme == "none" or not balanced or not reference:
+            return
+        size = self.config.batch_size
+        rows = self.train_tokenized.select(range(min(len(self.train_tokenized), BALANCE_BATCHES * size)))
+        batches = DataLoader(rows, batch_size=size, shuffle=False, collate_fn=DynamicPaddingCollator(self.tokenizer))
+        device = self.accelerator.device
+        params = [p for p in self.unwrapped_model().base_model.parameters() if p.requires_grad]
+        self.model.train()
+        # Measuring must not move the run's RNG streams (dropout), so a balanced run stays reproducible.
+        with torch.random.fork_rng(devices=[]):
+            measured = measure(self.compute_terms, ({k: v.to(device) for k, v in b.items()} for b in batches), self.weights,
+                               balanced, reference, params, scheme)
+        new = balanced_weights(measured, scheme, fraction)
+        self.weights.update(new)
+        self.balance_report = {"scheme": scheme, "fraction": fraction, "measured": measured, "weights": new}
+        self.logger.log_event(self.global_step, "balanced_weights", **self.balance_report)
+        self.history.append({"step": self.global_step, "event": "balanced_weights", **self.balance_report})
 
     def _after_optimizer_step(self) -> None:
         for module in self.objectives.values():

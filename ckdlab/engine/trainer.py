@@ -106,6 +106,7 @@ class Trainer:
         self.last_eval_step: int | None = None
         self._is_setup = False
         self._iterator = None
+        self._started = False  # a fresh run calls _before_first_step once; a resumed one never
         
     # ----------------------------------------------------------------- data and setup
     def _train_split(self):
@@ -183,6 +184,9 @@ class Trainer:
     def _after_optimizer_step(self) -> None:
         """Hook for subclasses: state that follows each update (e.g. an objective's memory bank)."""
 
+    def _before_first_step(self) -> None:
+        """Hook for subclasses: once before the first step of a fresh run (e.g. balancing weights)."""
+
     # ----------------------------------------------------------------- the loss
     def model_inputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return model_inputs(batch)
@@ -239,6 +243,9 @@ class Trainer:
     def step(self) -> dict[str, float]:
         """One optimisation step; returns the logged values (terms, total loss, lr)."""
         self.setup()
+        if not self._started:
+            self._started = True
+            self._before_first_step()
         for module in self._prepared_modules:
             module.train()
         batch = self._next_batch()
@@ -352,6 +359,7 @@ class Trainer:
         self.best_step = state["best_step"]
         self.weights.update(state["weights"])
         self._iterator = None
+        self._started = True
         self.logger.truncate_after(self.global_step)
         self.logger.log_event(self.global_step, "resumed", checkpoint=str(path))
         return True

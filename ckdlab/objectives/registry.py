@@ -70,13 +70,19 @@ class BuildContext:
 @dataclass(frozen=True)
 class ObjectiveSpec:
     """A registered objective: its terms, what each term needs from the models, its builder, whether
-    teacher and student must tokenise identically, and the ``objective_options`` it reads."""
+    teacher and student must tokenise identically, and the ``objective_options`` it reads.
+
+    ``reference``: its terms are what balanced weights are measured against (the task and logit
+    KD); ``balanced``: its terms get balanced weights (see :mod:`ckdlab.engine.balance`).
+    """
 
     name: str
     needs: Mapping[str, frozenset[str]]
     build: Callable[[BuildContext], nn.Module]
     token_aligned: bool
     options: tuple[str, ...] = ()
+    reference: bool = False
+    balanced: bool = False
 
     @property
     def terms(self) -> tuple[str, ...]:
@@ -112,10 +118,12 @@ def _heads(config: Any) -> int:
 REGISTRY: dict[str, ObjectiveSpec] = {
     spec.name: spec
     for spec in (
-        ObjectiveSpec("ce", {"ce": frozenset({"labels"})}, lambda c: CrossEntropy(regression=c.regression), False),
-        ObjectiveSpec("kd", {"kd": frozenset({"logits"})}, lambda c: LogitKD(temperature=c.temperature, regression=c.regression), False),
+        ObjectiveSpec("ce", {"ce": frozenset({"labels"})}, lambda c: CrossEntropy(regression=c.regression), False,
+                      reference=True),
+        ObjectiveSpec("kd", {"kd": frozenset({"logits"})}, lambda c: LogitKD(temperature=c.temperature, regression=c.regression), False,
+                      reference=True),
         ObjectiveSpec("ckd", dict.fromkeys(("wr_pair", "wr_triplet", "ltr_pair", "ltr_triplet"), _HIDDEN), CKDObjective, True,
-                      CKD_OPTIONS),
+                      CKD_OPTIONS, balanced=True),
         ObjectiveSpec("pkd", {"pkd": _HIDDEN}, lambda c: PKD(c.layer_map), True),
         ObjectiveSpec(
             "tinybert",

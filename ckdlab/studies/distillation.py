@@ -41,6 +41,7 @@ from ckdlab.workspace import (
 )
 from ckdlab.workspace.cache_pool import cache_key
 from ckdlab.workspace.records import read_record, record_path
+from ckdlab.engine.trainer import STATE_FILE
 from ckdlab.workspace.runs import SUMMARY_FILE
 
 GRID_COLUMNS = ("task", "student", "method", "seed", "score", "params", "latency_ms", "wall_time_s", "out_dir", "run_id")
@@ -90,13 +91,16 @@ def make_distiller(
     seed: int = 0,
     callbacks: Iterable[Callback] = (),
     cache_teacher: bool = True,
+    balance: str | None = None,
+    balance_fraction: float | None = None,
     **overrides: Any,
 ) -> Distiller:
     """A ready :class:`~ckdlab.engine.distill.Distiller` (not trained, no run identity): for driving
     a run by hand, e.g. the live-distillation widget. :func:`distill` is the recorded way."""
     spec = get_task(task)
     settings = distill_settings(profile, objective=objective, weights=weights, temperature=temperature, layer_map=layer_map,
-                                student_init=student_init, objective_options=objective_options)
+                                student_init=student_init, objective_options=objective_options, balance=balance,
+                                balance_fraction=balance_fraction)
     _, teacher_model, tokenizer = load_teacher(spec.name, teacher, profile, data_dir)
     student_model = make_student(teacher_model, student, spec, settings.student_init, seed)
     config = profile_config(profile, "distill", spec.name, seed=seed, **overrides)
@@ -104,7 +108,7 @@ def make_distiller(
         teacher_model, student_model, tokenizer, spec, objective=settings.objective, weights=settings.weights,
         temperature=settings.temperature, layer_map=settings.layer_map, objective_options=settings.objective_options,
         config=config, out_dir=out_dir, data_dir=data_dir, callbacks=callbacks, teacher_tokenizer=tokenizer,
-        cache_teacher=cache_teacher,
+        cache_teacher=cache_teacher, balance=settings.balance, balance_fraction=settings.balance_fraction,
     )
 
 
@@ -125,12 +129,14 @@ def prepare_distillation(task: str, student: str, objective: str | None, weights
                          out_dir: str | Path | None, seed: int, resume: bool, data_dir: str | Path | None = None,
                          temperature: float | None = None, layer_map: Any = None, student_init: str | None = None,
                          objective_options: dict[str, Any] | None = None, callbacks: Iterable[Callback] = (),
-                         cache_teacher: bool = True, **overrides: Any) -> PreparedRun:
+                         cache_teacher: bool = True, balance: str | None = None, balance_fraction: float | None = None,
+                         **overrides: Any) -> PreparedRun:
     """Resolve every setting, build teacher and student, and open the run folder (no training)."""
     spec = get_task(task)
     prof = load_profile(profile)
     settings = distill_settings(prof, objective=objective, weights=weights, temperature=temperature, layer_map=layer_map,
-                                student_init=student_init, objective_options=objective_options)
+                                student_init=student_init, objective_options=objective_options, balance=balance,
+                                balance_fraction=balance_fraction)
     config = profile_config(prof, "distill", spec.name, seed=seed, **overrides)
     names = parse_objective(settings.objective)
     teacher_path, teacher_model, tokenizer = load_teacher(spec.name, teacher, prof["name"], data_dir)
@@ -147,8 +153,8 @@ def prepare_distillation(task: str, student: str, objective: str | None, weights
         "student": model_reference(student) if Path(student).exists() else student,
         "student_init": settings.student_init, "objective": "+".join(names), "weights": resolved_weights,
         "layer_map": [list(p) for p in pairs], "temperature": settings.temperature,
-        "objective_options": settings.objective_options, "train": training_identity(config),
-        "data": data_identity(spec.name, ("train", "dev"), data_dir),
+        "objective_options": settings.objective_options, "balance": [settings.balance, settings.balance_fraction],
+        "train": training_identity(config), "data": data_identity(spec.name, ("train", "dev"), data_dir),
     })
     out = Path(out_dir) if out_dir else (runs_dir() / prof["name"] / "students" / spec.name / _safe(student_name)
                                          / _safe(method) / f"seed{seed}-{identity.short}")
@@ -158,7 +164,7 @@ def prepare_distillation(task: str, student: str, objective: str | None, weights
         teacher_model, student_model, tokenizer, spec, objective=settings.objective, weights=settings.weights,
         temperature=settings.temperature, layer_map=pairs, objective_options=settings.objective_options, config=config,
         out_dir=out, data_dir=data_dir, callbacks=callbacks, teacher_tokenizer=tokenizer, cache_all_layers=True,
-        cache_teacher=cache_teacher,
+        cache_teacher=cache_teacher, balance=settings.balance, balance_fraction=settings.balance_fraction,
         teacher_cache=POOL.get(key, sorted({t for t, _ in pairs}) if "hidden_states" in term_needs(resolved_weights, names) else [])
         if cache_teacher else None,
     )
@@ -207,8 +213,11 @@ def distill(
             return previous
         summary = json.loads((run.out_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
         size = json.loads((run.out_dir / "size.json").read_text(encoding="utf-8"))
+        weights_used = json.loads((run.out_dir / "checkpoint" / STATE_FILE).read_text(encoding="utf-8"))["weights"]
+        balance_report = None
     else:
         summary = run.distiller.train(resume=run.state == "resume")
+        weights_used, balance_report = dict(run.distiller.weights), run.distiller.balance_report
         POOL.put(run.labels["cache_key"], run.distiller.teacher_cache)
         size = size_summary(run.distiller.unwrapped_model())
         if run.distiller.accelerator.is_main_process:
@@ -218,7 +227,8 @@ def distill(
     row = {
         "run_id": run.identity.run_id, "config_id": run.identity.config_id, "kind": "distill", "profile": run.labels["profile"],
         "task": spec.name, "teacher": str(run.teacher_path), "student": student_name, "student_spec": student,
-        "method": method, "objective": settings.objective, "weights": dict(run.identity.config["weights"]),
+        "method": method, "objective": settings.objective, "weights": weights_used,
+        "balance": {"scheme": settings.balance, "fraction": settings.balance_fraction, "report": balance_report},
         "temperature": settings.temperature, "layer_map": run.identity.config["layer_map"],
         "objective_options": settings.objective_options, "seed": seed, "config": config.to_dict(),
         "train_examples": summary["train_examples"],
