@@ -20,7 +20,9 @@ from ckdlab.results import ResultsTable, table
 from ckdlab.studies.ablations import run_ablations as ablations
 from ckdlab.studies.distillation import distill, distill_grid, make_distiller
 from ckdlab.studies.dynabert import run_dynabert_grid as dynabert
-from ckdlab.studies.paper import official_to_ours, paper_configs, paper_runs
+from ckdlab.objectives.ckd_weights import official_to_ours
+from ckdlab.profiles import paper_configs
+from ckdlab.studies.paper import paper_runs
 from ckdlab.studies.relations import explorer_models, relation_gaps, relation_models
 from ckdlab.studies.teachers import finetune_teachers, teacher_summary
 from ckdlab.studies.zero_shot import ZeroShotResult, run_zero_shot

@@ -107,7 +107,7 @@ def distill_options(args: argparse.Namespace) -> dict[str, Any]:
         if value is None:
             continue
         if spec.name == "weights":
-            value = parse_weights(value)
+            value = value.strip() if value.strip() == "official" else parse_weights(value)
         elif spec.name == "objective_options":
             value = parse_assignments(value, "--objective-options", number=False)
         options[spec.name] = value

@@ -23,13 +23,16 @@ from __future__ import annotations
 import copy
 import os
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
 import yaml
 
+from ckdlab.data.tasks import get_task
 from ckdlab.engine.config import TrainConfig
 
 PROFILE_DIR = Path(__file__).resolve().parent / "configs" / "profiles"
+PAPER_CONFIG_DIR = Path(__file__).resolve().parent / "configs" / "paper"
 DEFAULTS_FILE = PROFILE_DIR / "defaults.yaml"
 PROFILES = ("smoke", "quick", "paper")
 REQUIRED = ("name", "teacher", "finetune")
@@ -82,3 +85,16 @@ def profile_config(profile: dict[str, Any] | str, stage: str, task: str, **overr
     values.update((section.get("tasks") or {}).get(task, {}))
     values.update({k: v for k, v in overrides.items() if v is not None})
     return TrainConfig.from_dict(values)
+
+
+def paper_configs(tasks: Iterable[str] | None = None) -> dict[str, dict[str, Any]]:
+    """The CKD paper's per-task settings, ``ckdlab/configs/paper/<task>.yaml`` (shipped in the package)."""
+    configs = {}
+    for path in sorted(PAPER_CONFIG_DIR.glob("*.yaml")):
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+        configs[config["task"]] = config
+    wanted = [get_task(t).name for t in tasks] if tasks else list(configs)
+    missing = [t for t in wanted if t not in configs]
+    if missing:
+        raise ValueError(f"no paper config for {missing}; available: {sorted(configs)} in {PAPER_CONFIG_DIR}")
+    return {t: configs[t] for t in wanted}

@@ -64,7 +64,8 @@ class DistillConfig:
     """
 
     objective: str = option("ckd+kd", "'+'-joined objectives, e.g. ckd+kd, kd, ce, pkd+kd, tinybert+kd, minilm")
-    weights: dict[str, float] | None = option(None, "term=weight list, e.g. wr_pair=1,wr_triplet=1,kd=1")
+    weights: dict[str, float] | str | None = option(
+        None, "term=weight list, e.g. wr_pair=1,wr_triplet=1,kd=1, or 'official' (the CKD paper's, converted)")
     temperature: float = option(1.0, "KD temperature T")
     layer_map: str | list = option("uniform", "uniform | last | skip | explicit teacher-student pairs '0-0,2-1,4-2'")
     objective_options: dict[str, Any] = field(default_factory=dict, metadata={"help": "objective options, e.g. window=10,pair_metric=cos"})

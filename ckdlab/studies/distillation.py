@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 from transformers import PreTrainedModel
 
-from ckdlab.data import TaskSpec, get_task
+from ckdlab.data import TaskSpec, get_task, load_task, tokenize_dataset
 from ckdlab.engine import Callback, DistillConfig, Distiller, TrainConfig
 from ckdlab.errors import UserError
 from ckdlab.io import atomic_write_json
@@ -26,7 +26,8 @@ from ckdlab.models import build_student, load_backbone, size_summary
 from ckdlab.models.bilstm import BILSTM_INITS
 from ckdlab.objectives.layer_map import resolve_layer_map
 from ckdlab.objectives.registry import check_options, default_weights, parse_objective, term_needs
-from ckdlab.profiles import load_profile, profile_config
+from ckdlab.objectives.ckd_weights import official_to_ours
+from ckdlab.profiles import load_profile, paper_configs, profile_config
 from ckdlab.workspace import (
     POOL,
     RunIdentity,
@@ -58,6 +59,21 @@ def distill_settings(profile: str | dict, **explicit: Any) -> DistillConfig:
     fields = DistillConfig().to_dict()
     from_profile = {k: section[k] for k in fields if k in section}
     return DistillConfig().replace(**from_profile).replace(**explicit)
+
+
+OFFICIAL = "official"
+
+
+def official_weights(task: str, tokenizer: Any, config: TrainConfig, n_layer_pairs: int, objective_options: dict[str, Any],
+                     data_dir: str | Path | None) -> dict[str, float]:
+    """The CKD paper's weights for ``task`` (``configs/paper/<task>.yaml``), converted to this
+    implementation's normalisation for this training set and layer map
+    (:func:`ckdlab.studies.paper.official_to_ours`; the triplet window is this run's)."""
+    spec = get_task(task)
+    train = load_task(spec.name, "train", data_dir=data_dir, limit=config.train_limit, seed=config.seed)
+    lengths = [len(ids) for ids in tokenize_dataset(train, tokenizer, spec, max_length=config.max_length)["input_ids"]]
+    official = paper_configs([spec.name])[spec.name]["official_weights"]
+    return official_to_ours(official, lengths, n_layer_pairs, objective_options.get("window"))
 
 
 def make_student(teacher: PreTrainedModel, student: str, task: TaskSpec, init: str, seed: int) -> PreTrainedModel:
@@ -141,13 +157,18 @@ def prepare_distillation(task: str, student: str, objective: str | None, weights
     names = parse_objective(settings.objective)
     teacher_path, teacher_model, tokenizer = load_teacher(spec.name, teacher, prof["name"], data_dir)
     student_model = make_student(teacher_model, student, spec, settings.student_init, seed)
+    pairs = resolve_layer_map(settings.layer_map, teacher_model.config.num_hidden_layers, student_model.config.num_hidden_layers)
+    if settings.weights == OFFICIAL:
+        settings = settings.replace(weights=official_weights(spec.name, tokenizer, config, len(pairs), settings.objective_options, data_dir))
+    if isinstance(settings.weights, str):
+        raise UserError(f"--weights {settings.weights!r}: give term=number pairs (e.g. wr_pair=1,kd=1) or '{OFFICIAL}' "
+                        "(the CKD paper's weights for the task, converted to this implementation)")
     resolved_weights = {**default_weights(names), **(settings.weights or {})}
     unknown = sorted(set(settings.weights or {}) - set(default_weights(names)))
     if unknown:
         raise UserError(f"--weights names term(s) {unknown} that objective {settings.objective!r} does not have; its terms: "
                         f"{', '.join(default_weights(names))}")
     check_options(names, settings.objective_options)
-    pairs = resolve_layer_map(settings.layer_map, teacher_model.config.num_hidden_layers, student_model.config.num_hidden_layers)
     identity = RunIdentity("distill", config.seed, {
         "task": spec.name, "teacher": model_reference(teacher_path),
         "student": model_reference(student) if Path(student).exists() else student,
