@@ -673,7 +673,8 @@ def test_ckdloss_options_and_errors(bert_outputs):
 @pytest.mark.parametrize("window", [None, 3])
 def test_matmul_expansion_matches_elementwise_triplets(window):
     """The mse path (inner products by matmuls) against the element-wise block walk, value and gradient."""
-    from ckdlab.objectives.ckd import _AngleDivergence, _angle_squared_error
+    from ckdlab.objectives.ckd.angle_blocks import AngleDivergence as _AngleDivergence
+    from ckdlab.objectives.ckd.kernels import angle_squared_error as _angle_squared_error
     from ckdlab.objectives.relations import angle_inputs
 
     teacher, student, mask = make_batch(seed=11, lengths=(9, 4, 0, 1, 2, 8), max_len=9, n_layers=1, dt=6, ds=4)

@@ -2,7 +2,14 @@
 
     from ckdlab.objectives import wr_pair_loss, wr_triplet_loss, ltr_pair_loss, ltr_triplet_loss, CKDLoss
 """
-from ckdlab.objectives.ckd import CKDLoss, ltr_pair_loss, ltr_triplet_loss, wr_pair_loss, wr_triplet_loss
+from ckdlab.objectives.ckd import (
+    CKDLoss,
+    ltr_pair_loss,
+    ltr_triplet_loss,
+    relation_fidelity,
+    wr_pair_loss,
+    wr_triplet_loss,
+)
 from ckdlab.objectives.distilbert import DistilBERTCosine
 from ckdlab.objectives.kd import CrossEntropy, LogitKD, mix_kd_ce
 from ckdlab.objectives.layer_map import resolve_layer_map
@@ -29,6 +36,7 @@ __all__ = [
     "ltr_triplet_relation",
     "mix_kd_ce",
     "parse_objective",
+    "relation_fidelity",
     "resolve_layer_map",
     "wr_pair_loss",
     "wr_pair_relation",
