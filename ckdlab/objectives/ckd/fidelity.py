@@ -100,7 +100,7 @@ def relation_fidelity(
         }
         rows = []
         for k, (t_layer, s_layer) in enumerate(pairs):
-            g_tk, g_sk = layer_slice(g_t, k), layer_slice(g_s, k)
+            g_tk, g_sk = layer_slice(g_t, slice(k, k + 1)), layer_slice(g_s, slice(k, k + 1))
             row: dict = {"teacher_layer": t_layer, "student_layer": s_layer}
             row["wr_pair"] = _mean(*wr_pair_sum(g_tk, g_sk, valid, pair_loss, pair_metric, temperature, centred))
             row["wr_triplet"] = _mean(*wr_triplet_sum(g_tk, g_sk, valid, triplet_loss, window, block_elements))

@@ -1,11 +1,13 @@
 """CKD kernels: the four relation terms computed on the Grams of all mapped layers at once.
 
 The K mapped layer pairs are stacked: the WR Grams are one ``[K, B, L, L]`` tensor
-(:func:`wr_gram`), the LTR Grams one ``[B, L, K, K]`` (:func:`ltr_gram`), so every term is a
-fixed, small number of large tensor operations however many pairs the layer map has. On a CPU that
-matters beyond Python overhead: each operation above torch's grain size is an OpenMP parallel
-region, and on oversubscribed cores each region can wait a scheduler time slice (see
-:mod:`ckdlab.objectives.ckd.threads`).
+(:func:`wr_gram`), the LTR Grams one ``[B, L, K, K]`` (:func:`ltr_gram`), so a term is a fixed,
+small number of tensor operations however many pairs the layer map has, instead of one set per
+pair. On CPU the WR kernels take the stack in pieces of about 2 MiB per tensor
+(:data:`CPU_CHUNK_ELEMENTS`): one piece for small batches, a few for large ones, whose tensors
+would otherwise fall out of the cache. Few operations matter beyond Python overhead: on a CPU each
+operation above torch's grain size is an OpenMP parallel region, and on oversubscribed cores each
+region can wait a scheduler time slice (see :mod:`ckdlab.objectives.ckd.threads`).
 
 Each ``*_sum`` kernel returns ``(sum, count)``: the loss summed over its entries and the number of
 entries it averages over, so callers can pool layers (``CKDLoss``) or report them one by one
@@ -33,16 +35,28 @@ from ckdlab.objectives.relations import (
 PAIR_LOSSES = ("kl", "mse", "huber")
 TRIPLET_LOSSES = ("mse", "huber")
 
+# Entries per [k, B, L, L] tensor when the WR kernels walk the stacked layers on CPU. One tensor
+# over all K layers is slower once it leaves the cache (measured at B = 32, L = 128, 7 layers, one
+# thread, all-triplet forward + backward: 845 ms in one piece, 705 ms in pieces of 2^19 entries,
+# 665 ms layer by layer in the old loop, which however paid K times the operations at small B, L).
+# 2^19 float32 entries are 2 MiB: small batches still take all layers in one piece.
+CPU_CHUNK_ELEMENTS = 2**19
+
 
 # --------------------------------------------------------------------------- Grams
 
 
 def wr_gram(states: Sequence[Tensor], valid: Tensor, centred: bool = False) -> CentredGram:
-    """Centred Grams ``[K, B, L, L]`` of the K layers ``[B, L, d]`` (one stack, one matmul).
+    """Centred Grams ``[K, B, L, L]`` of the K layers ``[B, L, d]``.
 
-    ``centred`` keeps the per-(layer, sequence) mean in the graph: centred cosines depend on it.
+    The Grams are taken layer by layer and then stacked: stacking the ``[B, L, d]`` states instead
+    would copy them (and their centred versions) all at once, +38 % peak memory at B = 32, L = 128,
+    for no fewer large operations. ``centred`` keeps the per-(layer, sequence) mean in the graph:
+    centred cosines depend on it.
     """
-    return centred_gram(torch.stack(list(states)), valid, track_mean=centred)
+    parts = [centred_gram(h, valid, track_mean=centred) for h in states]
+    return CentredGram(*(torch.stack([getattr(g, field) for g in parts]) for field in ("gram", "offset", "mean_sq")),
+                       parts[0].width)
 
 
 @torch.no_grad()
@@ -76,9 +90,22 @@ def teacher_ltr_gram(states: Sequence[Tensor], valid: Tensor, centred: bool) -> 
     return ltr_gram(ltr_states([t.detach() for t in states], valid, centred), valid)
 
 
-def layer_slice(g: CentredGram, k: int) -> CentredGram:
-    """Layer pair k of a stacked WR Gram, still stacked (``[1, B, L, L]``)."""
-    return CentredGram(g.gram[k : k + 1], g.offset[k : k + 1], g.mean_sq[k : k + 1], g.width)
+def layer_slice(g: CentredGram, layers: slice) -> CentredGram:
+    """Some layer pairs of a stacked WR Gram, still stacked (``[k, B, L, L]``)."""
+    return CentredGram(g.gram[layers], g.offset[layers], g.mean_sq[layers], g.width)
+
+
+def layer_chunks(g: CentredGram) -> list[CentredGram]:
+    """The stacked layers in pieces of about :data:`CPU_CHUNK_ELEMENTS` entries on CPU; one piece elsewhere.
+
+    ``split`` rather than slicing: its backward is one concatenation, where each slice's backward
+    would write its gradient into a zero tensor of the whole stack.
+    """
+    layers, per_layer = g.gram.shape[0], g.gram[0].numel()
+    step = max(1, CPU_CHUNK_ELEMENTS // max(per_layer, 1)) if g.gram.device.type == "cpu" else layers
+    if step >= layers:
+        return [g]
+    return [CentredGram(*fields, g.width) for fields in zip(g.gram.split(step), g.offset.split(step), g.mean_sq.split(step))]
 
 
 # --------------------------------------------------------------------------- pair-wise
@@ -122,10 +149,14 @@ def wr_pair_sum(g_t: CentredGram, g_s: CentredGram, valid: Tensor, loss: str, me
     length = valid.shape[1]
     eye = torch.eye(length, dtype=torch.bool, device=valid.device)
     pairs = valid.unsqueeze(-1) & valid.unsqueeze(-2) & ~eye
-    with torch.no_grad():
-        rel_t = pair_relation_from_gram(g_t, valid, metric, centred)
-    rel_s = pair_relation_from_gram(g_s, valid, metric, centred)
-    return pair_divergence(rel_t, rel_s, pairs, loss, metric, temperature)
+    total, count = 0.0, 0
+    for piece_t, piece_s in zip(layer_chunks(g_t), layer_chunks(g_s)):
+        with torch.no_grad():
+            rel_t = pair_relation_from_gram(piece_t, valid, metric, centred)
+        rel_s = pair_relation_from_gram(piece_s, valid, metric, centred)
+        part, n = pair_divergence(rel_t, rel_s, pairs, loss, metric, temperature)
+        total, count = total + part, count + n
+    return total, count
 
 
 def ltr_pair_sum(g_t: CentredGram, g_s: CentredGram, valid: Tensor, loss: str, metric: str,
@@ -153,17 +184,19 @@ def wr_triplet_sum(g_t: CentredGram, g_s: CentredGram, valid: Tensor, loss: str,
     if window is not None:
         usable &= (positions[:, None] - positions[None, :]).abs() <= window
     partners = usable.sum(dim=-1)
-    layers = g_s.gram.numel() // usable.numel()
-    count = (partners * (partners - 1)).sum() * layers
-    with torch.no_grad():
-        d2_t, inv_t = angle_inputs_from_gram(g_t, usable)
-    d2_s, inv_s = angle_inputs_from_gram(g_s, usable)
-    if loss == "mse":
-        return angle_squared_error(d2_s, inv_s, d2_t, inv_t), count
-    # The block walk takes sequences as rows: (layer, sequence) pairs are just more rows.
-    rows = (-1, length, length)
-    total = AngleDivergence.apply(d2_s.reshape(rows), d2_t.reshape(rows), inv_s.detach().reshape(rows),
-                                  inv_t.reshape(rows), loss, window, block_elements)
+    count = (partners * (partners - 1)).sum() * g_s.gram.shape[0]
+    total = 0.0
+    for piece_t, piece_s in zip(layer_chunks(g_t), layer_chunks(g_s)):
+        with torch.no_grad():
+            d2_t, inv_t = angle_inputs_from_gram(piece_t, usable)
+        d2_s, inv_s = angle_inputs_from_gram(piece_s, usable)
+        if loss == "mse":
+            total = total + angle_squared_error(d2_s, inv_s, d2_t, inv_t)
+        else:
+            # The block walk takes sequences as rows: (layer, sequence) pairs are just more rows.
+            rows = (-1, length, length)
+            total = total + AngleDivergence.apply(d2_s.reshape(rows), d2_t.reshape(rows), inv_s.detach().reshape(rows),
+                                                  inv_t.reshape(rows), loss, window, block_elements)
     return total, count
 
 

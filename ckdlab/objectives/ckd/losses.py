@@ -164,7 +164,7 @@ def wr_triplet_loss(
         attention_mask: ``[B, L]`` of 0/1.
         window: None for all triplets, or w to keep only |b - a| <= w and |c - a| <= w.
         block_elements: entries per block of the ``huber`` walk (memory/speed trade-off);
-            None = 2^21 on CPU, 2^24 on accelerators. The ``mse`` loss needs no blocks.
+            None = 2^18 on CPU, 2^24 on accelerators. The ``mse`` loss needs no blocks.
 
     Returns:
         A scalar (float32, or float64 for float64 inputs); 0 if there is no valid triplet.
