@@ -105,7 +105,8 @@ def layer_chunks(g: CentredGram) -> list[CentredGram]:
     step = max(1, CPU_CHUNK_ELEMENTS // max(per_layer, 1)) if g.gram.device.type == "cpu" else layers
     if step >= layers:
         return [g]
-    return [CentredGram(*fields, g.width) for fields in zip(g.gram.split(step), g.offset.split(step), g.mean_sq.split(step))]
+    pieces = zip(g.gram.split(step), g.offset.split(step), g.mean_sq.split(step))
+    return [CentredGram(gram, offset, mean_sq, g.width) for gram, offset, mean_sq in pieces]
 
 
 # --------------------------------------------------------------------------- pair-wise
