@@ -245,11 +245,14 @@ def busy_table(batch: int, length: int, reps: int) -> None:
     header = f"{'':<32}" + "".join(f"{state + ', ' + names[threads]:>26}" for state, threads in BUSY_CONDITIONS)
     print(header)
     print("-" * len(header))
+    errors = {}
     for method in BUSY_METHODS:
         cells = []
         for condition in BUSY_CONDITIONS:
             r = results[condition][method]
-            cells.append(f"{r['median_wall']:>24.3f} s" if "median_wall" in r else f"{'error: ' + r['error'][:17]:>26}")
+            if "error" in r:
+                errors[BUSY_LABELS[method]] = r["error"]
+            cells.append(f"{r['median_wall']:>24.3f} s" if "median_wall" in r else f"{'error':>26}")
         print(f"{BUSY_LABELS[method]:<32}" + "".join(cells))
     ratios = []
     for condition in BUSY_CONDITIONS:
@@ -260,6 +263,8 @@ def busy_table(batch: int, length: int, reps: int) -> None:
     for state in ("idle", "busy"):
         print(f"load average (1 min) while {state} cells ran: {min(loads[state]):.1f} to {max(loads[state]):.1f} "
               f"on {cores} cores")
+    for label, error in errors.items():
+        print(f"error in {label}: {error}")
 
 
 def main() -> None:
