@@ -302,3 +302,21 @@ def test_teacher_memo_with_centred_ltr_matches_afresh():
         for term in expected:
             assert got[term].item() == pytest.approx(expected[term].item(), rel=1e-10, abs=1e-13), term
     assert len(memo.teacher_memo) == 6  # WR and LTR Grams of three examples
+
+
+def test_centred_wr_pair_relation_matches_definition():
+    from ckdlab.objectives.relations import wr_pair_relation
+
+    teacher, _, mask = make_batch(seed=9, lengths=(6, 3))
+    h = teacher[0]
+    got = wr_pair_relation(h, mask, centred=True)
+    c = centre([h], mask)[0]
+    for b in range(2):
+        for i in range(6):
+            for j in range(6):
+                if mask[b, i] and mask[b, j]:
+                    assert got[b, i, j].item() == pytest.approx(cos(c[b, i], c[b, j]).item(), rel=1e-10, abs=1e-14)
+                else:
+                    assert torch.isnan(got[b, i, j])
+    with pytest.raises(ValueError, match=r"centred=None must be True or False"):
+        wr_pair_relation(h, mask, centred=None)
