@@ -50,9 +50,9 @@ def wr_gram(states: Sequence[Tensor], valid: Tensor, centred: bool = False) -> C
     """Centred Grams ``[K, B, L, L]`` of the K layers ``[B, L, d]``.
 
     The Grams are taken layer by layer and then stacked: stacking the ``[B, L, d]`` states instead
-    would copy them (and their centred versions) all at once, +38 % peak memory at B = 32, L = 128,
-    for no fewer large operations. ``centred`` keeps the per-(layer, sequence) mean in the graph:
-    centred cosines depend on it.
+    would copy all of them (and their centred versions) at once, more peak memory for no fewer
+    large operations. ``centred`` keeps the per-(layer, sequence) mean in the graph: centred
+    cosines depend on it.
     """
     parts = [centred_gram(h, valid, track_mean=centred) for h in states]
     return CentredGram(*(torch.stack([getattr(g, field) for g in parts]) for field in ("gram", "offset", "mean_sq")),
