@@ -25,7 +25,17 @@ reset through /proc/self/clear_refs, so it covers everything the calls allocate 
 allocator returns large blocks to the OS, so RSS follows live tensors) but not the inputs.
 Methods whose estimated peak exceeds ``--max-gb`` are skipped.
 
+``--busy`` prints instead how the losses fare on a busy machine: a competing process (a torch
+matmul loop with torch's default threads) keeps the cores busy while each cell runs, again each in
+a fresh process, idle and busy, with one thread and with torch's default threads. Cells are the
+all-triplet WR angle loss, the official windowed code, and ``CKDLoss`` as the distillation engine
+calls it (all four terms, per-call weights, teacher Grams memoised from the warm-up call); the
+number is the *median* wall time of ``--reps`` calls (under load, CPU time counts spinning threads
+and the fastest call hides the stalls). ``threads`` "default" leaves torch's setting alone: the
+package then applies its own (one thread for the CKD kernels, see ``ckdlab.objectives.ckd.threads``).
+
 Usage: python benchmarks/bench_ckd.py [--quick] [--reps 3] [--max-gb 8] [--threads 1]
+       python benchmarks/bench_ckd.py --busy [--reps 5] [--busy-shape 4 96]
 """
 from __future__ import annotations
 
@@ -33,6 +43,7 @@ import argparse
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -119,11 +130,13 @@ def _status_kb(field: str) -> int:
 
 
 def worker(method: str, batch: int, length: int, reps: int, threads: int) -> dict:
+    """Time ``reps`` forward + backward calls after one warm-up; ``threads`` 0 = torch's default."""
     import torch
 
-    from ckdlab.objectives.ckd import wr_triplet_loss
+    from ckdlab.objectives.ckd import CKDLoss, wr_triplet_loss
 
-    torch.set_num_threads(threads)
+    if threads > 0:
+        torch.set_num_threads(threads)
     gen = torch.Generator().manual_seed(0)
     teacher = [torch.randn(batch, length, WIDTH, generator=gen) for _ in range(N_LAYERS)]
     student = [torch.randn(batch, length, WIDTH, generator=gen).requires_grad_(True) for _ in range(N_LAYERS)]
@@ -136,6 +149,15 @@ def worker(method: str, batch: int, length: int, reps: int, threads: int) -> dic
     elif method == "official":
         def step():
             return official_window(torch.stack(teacher, dim=1), torch.stack(student, dim=1), mask)
+    elif method == "ckdloss":
+        # As the engine calls it: hidden-states tuples (index 0 = embeddings), per-call weights,
+        # dataset rows for the teacher memo (filled by the warm-up call, as from the second epoch).
+        ckd = CKDLoss(layer_map=[(k, k) for k in range(1, N_LAYERS + 1)], memoize_teacher=True)
+        weights = {"wr_pair": 1.0, "wr_triplet": 1.0, "ltr_pair": 1.0, "ltr_triplet": 1.0}
+        hidden_t, hidden_s, rows = (teacher[0], *teacher), (student[0], *student), torch.arange(batch)
+
+        def step():
+            return ckd.total(ckd(hidden_t, hidden_s, mask, rows=rows, weights=weights), weights=weights)
     else:
         window = None if method == "ours_all" else WINDOW
 
@@ -160,7 +182,17 @@ def worker(method: str, batch: int, length: int, reps: int, threads: int) -> dic
             s.grad = None
         del loss
     peak = _status_kb("VmHWM")
-    return {"wall": min(walls[1:]), "cpu": min(cpus[1:]), "peak_mb": (peak - before) / 1024, "value": value}
+    return {"wall": min(walls[1:]), "cpu": min(cpus[1:]), "median_wall": statistics.median(walls[1:]),
+            "peak_mb": (peak - before) / 1024, "value": value, "threads": torch.get_num_threads()}
+
+
+def compete() -> None:
+    """The competing load of ``--busy``: matmuls in a loop with torch's default threads, until killed."""
+    import torch
+
+    x = torch.randn(1024, 1024)
+    while True:
+        x @ x
 
 
 # --------------------------------------------------------------------------- driver
@@ -177,19 +209,87 @@ def run_cell(method: str, batch: int, length: int, reps: int, threads: int) -> d
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+BUSY_METHODS = ["ours_all", "official", "ckdloss"]
+BUSY_LABELS = {"ours_all": "ckdlab all triplets", "official": "official windowed (W = 21)",
+               "ckdloss": "ckdlab CKDLoss, 4 terms + memo"}
+BUSY_CONDITIONS = [("idle", 1), ("idle", 0), ("busy", 0), ("busy", 1)]  # threads 0 = torch's default
+
+
+def busy_table(batch: int, length: int, reps: int) -> None:
+    """Median wall time of each method, idle and next to a competing process, one fresh process per cell."""
+    import torch
+
+    cores = os.cpu_count()
+    print(f"CKD on a busy machine: B = {batch}, L = {length}, d = {WIDTH}, {N_LAYERS} layer pairs, forward + backward, "
+          f"float32, torch {torch.__version__}, {cores} cores")
+    print(f"median wall time of {reps} calls after a warm-up, each cell in a fresh process; busy = a competing "
+          f"process runs a 1024 x 1024 matmul loop with torch's default threads ({torch.get_num_threads()})\n")
+    results: dict[tuple[str, int], dict[str, dict]] = {}
+    loads: dict[str, list[float]] = {"idle": [], "busy": []}
+    competitor = None
+    try:
+        for state, threads in BUSY_CONDITIONS:
+            if state == "busy" and competitor is None:
+                competitor = subprocess.Popen([sys.executable, __file__, "--compete"], stdout=subprocess.DEVNULL)
+                time.sleep(2.0)  # let it reach its loop
+            cell = {}
+            for method in BUSY_METHODS:
+                loads[state].append(os.getloadavg()[0])
+                cell[method] = run_cell(method, batch, length, reps, threads)
+            results[state, threads] = cell
+    finally:
+        if competitor is not None:
+            competitor.kill()
+            competitor.wait()
+    names = {0: "default threads", 1: "1 thread"}
+    header = f"{'':<32}" + "".join(f"{state + ', ' + names[threads]:>26}" for state, threads in BUSY_CONDITIONS)
+    print(header)
+    print("-" * len(header))
+    errors = {}
+    for method in BUSY_METHODS:
+        cells = []
+        for condition in BUSY_CONDITIONS:
+            r = results[condition][method]
+            if "error" in r:
+                errors[BUSY_LABELS[method]] = r["error"]
+            cells.append(f"{r['median_wall']:>24.3f} s" if "median_wall" in r else f"{'error':>26}")
+        print(f"{BUSY_LABELS[method]:<32}" + "".join(cells))
+    ratios = []
+    for condition in BUSY_CONDITIONS:
+        ours, official = results[condition]["ours_all"], results[condition]["official"]
+        ok = "median_wall" in ours and "median_wall" in official
+        ratios.append(f"{official['median_wall'] / ours['median_wall']:>25.1f}x" if ok else f"{'':>26}")
+    print(f"{'official / ckdlab all triplets':<32}" + "".join(ratios))
+    for state in ("idle", "busy"):
+        print(f"load average (1 min) while {state} cells ran: {min(loads[state]):.1f} to {max(loads[state]):.1f} "
+              f"on {cores} cores")
+    for label, error in errors.items():
+        print(f"error in {label}: {error}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="one small configuration (~20 s)")
     parser.add_argument("--reps", type=int, default=None, help="timed calls per cell (default 3, quick 2)")
     parser.add_argument("--max-gb", type=float, default=8.0, help="skip references estimated above this peak")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per measurement (default 1)")
+    parser.add_argument("--busy", action="store_true", help="idle vs busy table (a competing process), ~2 min")
+    parser.add_argument("--busy-shape", nargs=2, type=int, default=[4, 96], metavar=("B", "L"),
+                        help="batch size and length of the --busy table (default 4 96)")
     parser.add_argument("--worker", nargs=3, metavar=("METHOD", "B", "L"), help=argparse.SUPPRESS)
+    parser.add_argument("--compete", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    reps = args.reps or (2 if args.quick else 3)
+    reps = args.reps or (2 if args.quick else 5 if args.busy else 3)
 
+    if args.compete:
+        compete()
+        return
     if args.worker:
         method, batch, length = args.worker[0], int(args.worker[1]), int(args.worker[2])
         print(json.dumps(worker(method, batch, length, reps, args.threads)))
+        return
+    if args.busy:
+        busy_table(*args.busy_shape, reps)
         return
 
     import torch

@@ -3,7 +3,14 @@
     from ckdlab.objectives import wr_pair_loss, wr_triplet_loss, ltr_pair_loss, ltr_triplet_loss, CKDLoss
     from ckdlab.objectives import CoDIR, info_nce_loss, sample_negatives
 """
-from ckdlab.objectives.ckd import CKDLoss, ltr_pair_loss, ltr_triplet_loss, wr_pair_loss, wr_triplet_loss
+from ckdlab.objectives.ckd import (
+    CKDLoss,
+    ltr_pair_loss,
+    ltr_triplet_loss,
+    relation_fidelity,
+    wr_pair_loss,
+    wr_triplet_loss,
+)
 from ckdlab.objectives.codir import CoDIR, build_codir
 from ckdlab.objectives.contrastive import in_batch_info_nce_loss, info_nce_loss, sample_negatives, update_memory_bank
 from ckdlab.objectives.distilbert import DistilBERTCosine
@@ -42,6 +49,7 @@ __all__ = [
     "masked_mean",
     "mix_kd_ce",
     "parse_objective",
+    "relation_fidelity",
     "resolve_layer_map",
     "soft_cross_entropy",
     "sample_negatives",

@@ -89,6 +89,9 @@ class ObjectiveSpec:
         return tuple(self.needs)
 
 
+CKD_TERMS = ("wr_pair", "wr_triplet", "ltr_pair", "ltr_triplet")
+
+
 class CKDObjective(nn.Module):
     """Adapter: :class:`~ckdlab.objectives.ckd.CKDLoss` takes (teacher, student, attention mask)."""
 
@@ -103,10 +106,12 @@ class CKDObjective(nn.Module):
 
     def forward(self, teacher: ModelOutputs, student: ModelOutputs, batch: dict[str, torch.Tensor],
                 weights: Mapping[str, float] | None = None) -> dict[str, torch.Tensor]:
-        return self.loss(teacher, student, batch["attention_mask"], rows=batch.get("row"), weights=weights)
+        own = None if weights is None else {term: float(weights.get(term, 0.0)) for term in CKD_TERMS}
+        return self.loss(teacher, student, batch["attention_mask"], rows=batch.get("row"), weights=own)
 
 
-CKD_OPTIONS = ("pair_loss", "pair_metric", "triplet_loss", "window", "block_elements", "memoize_teacher")
+CKD_OPTIONS = ("pair_loss", "pair_metric", "triplet_loss", "window", "block_elements", "memoize_teacher", "pair_temperature",
+               "centred", "threads")
 
 _HIDDEN = frozenset({"hidden_states"})
 
@@ -122,7 +127,7 @@ REGISTRY: dict[str, ObjectiveSpec] = {
                       reference=True),
         ObjectiveSpec("kd", {"kd": frozenset({"logits"})}, lambda c: LogitKD(temperature=c.temperature, regression=c.regression), False,
                       reference=True),
-        ObjectiveSpec("ckd", dict.fromkeys(("wr_pair", "wr_triplet", "ltr_pair", "ltr_triplet"), _HIDDEN), CKDObjective, True,
+        ObjectiveSpec("ckd", dict.fromkeys(CKD_TERMS, _HIDDEN), CKDObjective, True,
                       CKD_OPTIONS, balanced=True),
         ObjectiveSpec("pkd", {"pkd": _HIDDEN}, lambda c: PKD(c.layer_map), True),
         ObjectiveSpec(
@@ -148,7 +153,6 @@ REGISTRY: dict[str, ObjectiveSpec] = {
     )
 }
 
-CKD_TERMS = REGISTRY["ckd"].terms
 
 
 def parse_objective(spec: str) -> list[str]:

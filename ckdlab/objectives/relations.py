@@ -15,7 +15,7 @@ Throughout, cos(x, y) = x.y / (max(|x|, eps) * max(|y|, eps)) with eps = 1e-12.
 
 This module holds the relations themselves. The four ``*_relation`` functions return them for
 one layer / token / anchor with NaN wherever a relation is undefined, for inspection and plots.
-The building blocks above them (``cosine_matrix``, ``squared_distance_matrix``,
+The building blocks above them (``centred_gram``, ``cosines_from_gram``,
 ``angles_from_sq_distances``...) are what the losses in ``ckdlab.objectives.ckd`` use, so a plot
 shows exactly the numbers a loss compares.
 
@@ -143,19 +143,21 @@ class CentredGram(NamedTuple):
     width: int  # d, for the rounding tolerance of coincident()
 
 
-def centred_gram(x: Tensor, valid: Tensor | None = None) -> CentredGram:
+def centred_gram(x: Tensor, valid: Tensor | None = None, *, track_mean: bool = False) -> CentredGram:
     """The :class:`CentredGram` of ``x`` ``[..., n, d]`` (float32 at least).
 
-    Rows and columns of invalid positions (``valid`` bool ``[..., n]``; None = all valid) are
-    zeroed, so padding may hold any finite garbage (non-finite values would reach the mean
-    through a 0 weight and give NaN).
+    Rows and columns of invalid positions (``valid`` bool, broadcastable to ``[..., n]``; None =
+    all valid) are zeroed, so padding may hold any finite garbage (non-finite values would reach
+    the mean through a 0 weight and give NaN).
 
-    The mean is treated as a constant. That is exact, not an approximation: distances depend only
-    on differences x_i - x_j, and ``gram + offset_i + offset_j + mean_sq`` equals ``x_i.x_j`` for
-    any constant ``mu``, so gradients are those of the plain formulas.
+    By default the mean is treated as a constant. That is exact, not an approximation: distances
+    depend only on differences x_i - x_j, and ``gram + offset_i + offset_j + mean_sq`` equals
+    ``x_i.x_j`` for any constant ``mu``, so gradients are those of the plain formulas. Relations of
+    the *centred* states themselves (``cosines_from_gram(g, centred=True)``) do depend on ``mu``;
+    for those, ``track_mean=True`` keeps the mean in the autograd graph.
     """
     x = x.to(compute_dtype(x))
-    with torch.no_grad():
+    with torch.set_grad_enabled(track_mean and torch.is_grad_enabled()):
         if valid is None:
             mean = x.mean(dim=-2, keepdim=True)
         else:
@@ -187,9 +189,15 @@ class _SymmetricGram(torch.autograd.Function):
         return (grad + grad.transpose(-1, -2)) @ centred
 
 
-def cosines_from_gram(g: CentredGram) -> Tensor:
-    """``cos(x_i, x_j) = x_i.x_j / (max(|x_i|, eps) max(|x_j|, eps))`` ``[..., n, n]``."""
-    dots = g.gram + g.offset.unsqueeze(-1) + g.offset.unsqueeze(-2) + g.mean_sq.unsqueeze(-1)
+def cosines_from_gram(g: CentredGram, centred: bool = False) -> Tensor:
+    """``cos(x_i, x_j) = x_i.x_j / (max(|x_i|, eps) max(|x_j|, eps))`` ``[..., n, n]``.
+
+    ``centred=True``: the cosines of the centred states ``c_i = x_i - mu`` instead (``g.gram`` alone).
+    """
+    if centred:
+        dots = g.gram
+    else:
+        dots = g.gram + g.offset.unsqueeze(-1) + g.offset.unsqueeze(-2) + g.mean_sq.unsqueeze(-1)
     # sqrt(max(|x|^2, eps^2)) = max(|x|, eps), and the clamp keeps sqrt's backward away from 0.
     norms = torch.sqrt(dots.diagonal(dim1=-2, dim2=-1).clamp(min=EPS**2))
     return dots / (norms.unsqueeze(-1) * norms.unsqueeze(-2))
@@ -201,26 +209,6 @@ def squared_distances_from_gram(g: CentredGram) -> tuple[Tensor, Tensor]:
     sq = g.gram.diagonal(dim1=-2, dim2=-1)
     d2 = (sq.unsqueeze(-1) + sq.unsqueeze(-2) - 2.0 * g.gram).clamp(min=0.0)
     return d2, sq
-
-
-def cosine_matrix(x: Tensor) -> Tensor:
-    """Pair-wise cosines ``C[..., i, j] = x_i.x_j / (max(|x_i|, eps) * max(|x_j|, eps))``.
-
-    ``x`` is ``[..., n, d]``; the result ``[..., n, n]`` (computed in float32 at least).
-    """
-    return cosines_from_gram(centred_gram(x))
-
-
-def squared_distance_matrix(x: Tensor, valid: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """Squared Euclidean distances via the centred Gram matrix: ``(D2, sq)`` as in
-    :func:`squared_distances_from_gram`. Centring removes the common component that would
-    otherwise cancel catastrophically in float32.
-
-    Args:
-        x: ``[..., n, d]``.
-        valid: optional bool ``[..., n]``; None means all positions are valid.
-    """
-    return squared_distances_from_gram(centred_gram(x, valid))
 
 
 def coincident(d2: Tensor, sq: Tensor, width: int) -> Tensor:
@@ -288,25 +276,22 @@ def normalised_distances_from_gram(g: CentredGram, valid: Tensor | None = None) 
     return dist / mean.clamp(min=EPS)[..., None, None]
 
 
-def normalised_distance_matrix(x: Tensor, valid: Tensor | None = None) -> Tensor:
-    """:func:`normalised_distances_from_gram` of ``x`` ``[..., n, d]`` (``valid`` bool ``[..., n]`` or None)."""
-    return normalised_distances_from_gram(centred_gram(x, valid), valid)
-
-
-def pair_relation_from_gram(g: CentredGram, valid: Tensor | None, metric: str) -> Tensor:
+def pair_relation_from_gram(g: CentredGram, valid: Tensor | None, metric: str, centred: bool = False) -> Tensor:
     """Pair-wise relation ``[..., n, n]`` under ``metric`` 'cos' or 'l2'.
 
-    Entries that involve invalid positions are finite but meaningless; callers mask them.
+    ``centred=True`` takes cosines of the centred states (see :func:`cosines_from_gram`); distances
+    do not depend on centring. Entries that involve invalid positions are finite but meaningless;
+    callers mask them.
     """
     _check_option("metric", metric, METRICS)
     if metric == "cos":
-        return cosines_from_gram(g)
+        return cosines_from_gram(g, centred)
     return normalised_distances_from_gram(g, valid)
 
 
-def pair_relation_matrix(x: Tensor, valid: Tensor | None, metric: str) -> Tensor:
+def pair_relation_matrix(x: Tensor, valid: Tensor | None, metric: str, centred: bool = False) -> Tensor:
     """Pair-wise relation ``[..., n, n]`` of ``x`` ``[..., n, d]`` under ``metric`` 'cos' or 'l2'."""
-    return pair_relation_from_gram(centred_gram(x, valid), valid, metric)
+    return pair_relation_from_gram(centred_gram(x, valid), valid, metric, centred)
 
 
 def angle_inputs_from_gram(g: CentredGram, usable: Tensor) -> tuple[Tensor, Tensor]:
@@ -326,17 +311,21 @@ def angle_inputs(x: Tensor, usable: Tensor, valid: Tensor | None = None) -> tupl
 # --------------------------------------------------------------------------- public relations (for inspection)
 
 
-def wr_pair_relation(states: Tensor, attention_mask: Tensor, metric: str = "cos") -> Tensor:
+def wr_pair_relation(states: Tensor, attention_mask: Tensor, metric: str = "cos", centred: bool = False) -> Tensor:
     """Word-relation pair matrix of one layer: ``[B, L, L]``.
 
     ``metric='cos'``: ``cos(h_i, h_j)``; ``metric='l2'``: ``|h_i - h_j|`` divided by its mean over
-    the valid pairs i != j of the sequence. Rows and columns of padded positions are NaN.
+    the valid pairs i != j of the sequence. ``centred=True``: the cosines of ``h_i - mu`` with ``mu``
+    the mean of the sequence's valid states (distances are unchanged by it). Rows and columns of
+    padded positions are NaN.
     """
     _check_states(states, "wr_pair_relation")
+    if not isinstance(centred, bool):
+        raise ValueError(f"centred={centred!r} must be True or False")
     batch, length, _ = states.shape
     valid = _check_mask(attention_mask, batch, length, "wr_pair_relation").to(states.device)
     with full_precision(states.device):
-        rel = pair_relation_matrix(states, valid, metric)
+        rel = pair_relation_matrix(states, valid, metric, centred)
     return rel.masked_fill(~(valid.unsqueeze(-1) & valid.unsqueeze(-2)), float("nan"))
 
 
