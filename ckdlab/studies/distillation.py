@@ -28,6 +28,7 @@ from ckdlab.objectives.layer_map import resolve_layer_map
 from ckdlab.objectives.registry import check_options, default_weights, parse_objective, term_needs
 from ckdlab.objectives.ckd_weights import official_to_ours
 from ckdlab.profiles import load_profile, paper_configs, profile_config
+from ckdlab.studies.fidelity import fidelity_batch, fidelity_summary, relation_fidelity_table
 from ckdlab.workspace import (
     POOL,
     RunIdentity,
@@ -194,6 +195,19 @@ def prepare_distillation(task: str, student: str, objective: str | None, weights
     return PreparedRun(distiller, identity, out, state, teacher_path, labels)
 
 
+def student_fidelity(run: PreparedRun, task: TaskSpec, data_dir: str | Path | None) -> dict[str, float]:
+    """Relation fidelity of the run's best student to its teacher (:mod:`ckdlab.studies.fidelity`), when
+    both are BERT-style encoders on one vocabulary (a BiLSTM has no token states to compare)."""
+    teacher, student = run.distiller.teacher, run.distiller.unwrapped_model()
+    if not (hasattr(student.base_model, "encoder") and student.config.vocab_size == teacher.config.vocab_size):
+        return {}
+    best = run.out_dir / "best"
+    if (best / "config.json").exists():
+        student = load_backbone(best, num_labels=task.num_labels)[0]
+    batch = fidelity_batch(task.name, run.distiller.tokenizer, data_dir, max_length=run.labels["config"].max_length)
+    return fidelity_summary(relation_fidelity_table(teacher, student, batch, run.distiller.layer_map))
+
+
 def distill(
     task: str,
     student: str = "layers:0,2,4",
@@ -243,6 +257,7 @@ def distill(
         size = size_summary(run.distiller.unwrapped_model())
         if run.distiller.accelerator.is_main_process:
             atomic_write_json(run.out_dir / "size.json", size)
+            summary["best_metrics"] = {**(summary.get("best_metrics") or {}), **student_fidelity(run, spec, kwargs.get("data_dir"))}
     settings: DistillConfig = run.labels["settings"]
     config: TrainConfig = run.labels["config"]
     row = {
