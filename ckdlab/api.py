@@ -23,7 +23,7 @@ from ckdlab.studies.dynabert import run_dynabert_grid as dynabert
 from ckdlab.objectives.ckd_weights import official_to_ours
 from ckdlab.profiles import paper_configs
 from ckdlab.studies.paper import paper_runs
-from ckdlab.studies.relations import explorer_models, relation_gaps, relation_models
+from ckdlab.studies.relations import explorer_models, fidelity_by_model, relation_models
 from ckdlab.studies.teachers import finetune_teachers, teacher_summary
 from ckdlab.studies.zero_shot import ZeroShotResult, run_zero_shot
 from ckdlab.viz.curves import learning_curves
@@ -44,7 +44,7 @@ from ckdlab.workspace import load_runs as _load_runs
 __all__ = [
     "ResultsTable", "ablations", "distill", "distill_grid", "dynabert", "ensure_teacher", "evaluate", "explorer_models",
     "figure_path", "figures_dir", "finetune_teacher", "finetune_teachers", "info", "learning_curves", "load_runs",
-    "make_distiller", "official_to_ours", "paper_configs", "paper_runs", "relation_gaps", "relation_models", "results_dir",
+    "make_distiller", "official_to_ours", "paper_configs", "paper_runs", "fidelity_by_model", "relation_models", "results_dir",
     "runs_dir", "save_figure", "save_table", "table", "teacher_dir", "teacher_ready", "teacher_summary", "zero_shot",
 ]
 

@@ -1,9 +1,9 @@
-"""Notebook 02: the models whose relations the notebook and the explorer show, and their gaps.
+"""Notebook 02: the models whose relations the notebook and the explorer show, and how faithful they are.
 
 The teacher is notebook 01's fine-tuned model; the untrained student is built from it with the
-profile's student spec (what distillation starts from); distilled students are notebook 03's
-recorded runs, or a brief CKD + KD run made here when notebook 03 has not run. Finding or training
-these models is this study's job; the widgets only take models.
+profile's student spec and initialisation (exactly what distillation starts from); the trained
+students are one run per method of the profile, the same recorded runs as notebook 03's. Finding or
+training these models is this study's job; the widgets only take models.
 """
 from __future__ import annotations
 
@@ -19,9 +19,8 @@ from ckdlab.models import build_student, load_backbone
 from ckdlab.objectives.layer_map import resolve_layer_map
 from ckdlab.profiles import load_profile
 from ckdlab.studies.distillation import distill, distill_settings
-from ckdlab.viz.relations import relation_gap, teacher_student_views
-from ckdlab.viz.tokens import encode
-from ckdlab.workspace import load_runs, load_teacher, results_dir, runs_dir
+from ckdlab.studies.fidelity import fidelity_batch, fidelity_summary, relation_fidelity_table
+from ckdlab.workspace import load_teacher, runs_dir
 
 RELATIONS = ("wr_pair", "wr_triplet", "ltr_pair", "ltr_triplet")
 
@@ -35,71 +34,53 @@ def profile_student(profile: str, student_name: str | None = None) -> tuple[str,
     return name, students[name]
 
 
-def recorded_student(task: str, student: str, method: str, profile: str, seed: int = 0) -> Path | None:
-    """The ``best/`` folder of the latest recorded run of ``student`` x ``method`` (notebook 03's), or None."""
-    runs = load_runs(results_dir(), kind="distill", profile=load_profile(profile)["name"], task=get_task(task).name,
-                     student=student, method=method, seed=seed)
-    for out_dir in reversed(list(runs.get("out_dir", []))):
-        best = Path(out_dir) / "best"
-        if (best / "config.json").exists():
-            return best
-    return None
-
-
 @dataclass
 class RelationModels:
-    """The models notebook 02 compares, their shared tokenizer, and the teacher-student layer map."""
+    """The models notebook 02 compares, their shared tokenizer, the teacher-student layer map, and
+    where each student's weights came from."""
 
     models: dict[str, PreTrainedModel]
     tokenizer: PreTrainedTokenizerBase
     pairs: list[tuple[int, int]]
     student_spec: str
-    distilled_from: str
+    runs: dict[str, str]
 
 
-def relation_models(task: str, profile: str = "quick", student_name: str | None = None, brief_steps: int | None = 60,
-                    seed: int = 0) -> RelationModels:
-    """Teacher, untrained student (same init as the distilled one) and CKD student of ``task``.
+def relation_models(task: str, profile: str = "quick", student_name: str | None = None, seed: int = 0) -> RelationModels:
+    """The teacher, the untrained student (the very initialisation the distilled ones start from) and
+    one trained student per method of the profile (``distill.methods``: no KD, logit KD, CKD + KD...).
 
-    The CKD student is notebook 03's ``CKD + KD`` run when it is recorded; otherwise a brief run
-    (``brief_steps`` optimisation steps; None = the profile's schedule) is made and kept here.
+    The students are trained by :func:`ckdlab.studies.distillation.distill` with the profile's
+    settings and recorded: they are the same runs as notebook 03's for this task, student and seed,
+    so whichever notebook runs first trains them and the other reads them back.
     """
     spec = get_task(task)
+    prof = load_profile(profile)
     name, student_spec = profile_student(profile, student_name)
     _, teacher, tokenizer = load_teacher(spec.name, None, profile)
     init = distill_settings(profile).student_init
-    untrained = build_student(teacher, student_spec, num_labels=spec.num_labels, init=init, seed=seed)
-    best = recorded_student(spec.name, name, "CKD + KD", profile, seed)
-    origin = "notebook 03"
-    if best is None:
-        overrides = {} if brief_steps is None else {"max_steps": brief_steps}
-        row = distill(spec.name, student=student_spec, student_name=name, method="CKD + KD (brief)", objective="ckd+kd",
-                      profile=profile, seed=seed, record=False, **overrides)
-        best, origin = Path(row["out_dir"]) / "best", "a brief run made here"
-    distilled, _ = load_backbone(best, num_labels=spec.num_labels)
-    models = {"teacher": teacher, "student (untrained)": untrained, "student (CKD)": distilled}
-    pairs = resolve_layer_map("uniform", teacher.config.num_hidden_layers, untrained.config.num_hidden_layers)
-    return RelationModels(models, tokenizer, pairs, student_spec, f"{best} ({origin})")
+    models = {"teacher": teacher, "untrained": build_student(teacher, student_spec, num_labels=spec.num_labels, init=init, seed=seed)}
+    runs = {}
+    for method, options in prof["distill"]["methods"].items():
+        options = dict(options)
+        if spec.name not in options.pop("tasks", [spec.name]):
+            continue
+        row = distill(spec.name, student=student_spec, student_name=name, method=method, profile=profile, seed=seed, **options)
+        runs[method] = row["out_dir"]
+        models[method] = load_backbone(Path(row["out_dir"]) / "best", num_labels=spec.num_labels)[0]
+    pairs = resolve_layer_map("uniform", teacher.config.num_hidden_layers, models["untrained"].config.num_hidden_layers)
+    return RelationModels(models, tokenizer, pairs, student_spec, runs)
 
 
-def relation_gaps(models: dict[str, PreTrainedModel], tokenizer: PreTrainedTokenizerBase, sentences: list[str],
-                  pairs: list[tuple[int, int]], students: tuple[str, ...] = ("student (untrained)", "student (CKD)"),
-                  anchor: int = 1, token: int = 1) -> pd.DataFrame:
-    """Mean absolute difference between each student's relation matrices and the teacher's (rows =
-    students, columns = the four relations), averaged over ``sentences``, layers aligned by ``pairs``."""
-    encoded = {(name, text): encode(models[name], tokenizer, text) for name in ("teacher", *students) for text in sentences}
-    rows = []
-    for name in students:
-        row: dict[str, Any] = {"student": name}
-        for kind in RELATIONS:
-            total = 0.0
-            for text in sentences:
-                t_hidden, tokens, mask = encoded["teacher", text]
-                views = teacher_student_views(kind, t_hidden, encoded[name, text][0], tokens, mask, pairs, anchor=anchor, token=token)
-                total += relation_gap(*views)
-            row[kind] = total / len(sentences)
-        rows.append(row)
-    return pd.DataFrame(rows).set_index("student")
+def fidelity_by_model(models: dict[str, PreTrainedModel], tokenizer: PreTrainedTokenizerBase, task: str,
+                      pairs: list[tuple[int, int]], data_dir: str | Path | None = None) -> pd.DataFrame:
+    """Relation fidelity (:mod:`ckdlab.studies.fidelity`) of every model but the teacher, on the
+    task's fixed fidelity sentences: one row per model, the means over layer pairs."""
+    batch = fidelity_batch(task, tokenizer, data_dir)
+    teacher = models["teacher"]
+    rows = [{"model": name, **fidelity_summary(relation_fidelity_table(teacher, model, batch, pairs))}
+            for name, model in models.items() if name != "teacher"]
+    return pd.DataFrame(rows).set_index("model").rename(columns=lambda c: c.removeprefix("fidelity."))
 
 
 def explorer_models(task: str = "sst2", profile: str = "quick", student: str | None = None,

@@ -127,6 +127,7 @@ def relation_view(
     metric: str = "cos",
     example: int = 0,
     pieces: str = "mark",
+    centred: bool = False,
 ) -> RelationView:
     """The ``kind`` relation of sequence ``example``, padding removed (see the module docstring).
 
@@ -147,6 +148,8 @@ def relation_view(
         example: which sequence of the batch.
         pieces: ``mark`` (one row per word piece, as the losses see it) or ``merge`` (words,
             each the mean of its pieces' states).
+        centred: WR pair only: cosines of the states minus their sentence's mean state (what an
+            angle-based loss sees; raw cosines of a fine-tuned BERT share a large common offset).
     """
     _check_choice("kind", kind, RELATION_KINDS)
     _check_choice("pieces", pieces, PIECE_STYLES)
@@ -180,8 +183,8 @@ def relation_view(
         index = _layer_index(layer, n_states)
         where = f"{layer_label(index)}"
         if kind == "wr_pair":
-            full = wr_pair_relation(states[index], mask, metric)[0]
-            title = f"{name} ({metric}) · {where}"
+            full = wr_pair_relation(states[index], mask, metric, centred=centred)[0]
+            title = f"{name} ({metric}{', centred' if centred else ''}) · {where}"
             rows, cols = "token i", "token j"
         else:
             if len(labels) < 3:
@@ -380,8 +383,8 @@ def plot_relations(
     max_labels: int = MAX_LABELS,
     save_to: str | Path | None = None,
 ) -> Figure:
-    """Several views of one relation kind side by side (a list) or in a grid (a list of rows),
-    all on one shared colour scale.
+    """Several views side by side (a list) or in a grid (a list of rows), all on one shared colour
+    scale: views of one kind, or cosines and angles together (both live in [-1, 1]).
 
     With ``difference=True`` each row must hold two views (a, b) and gets a third panel
     ``b - a`` on a symmetric diverging scale shared by all rows (``vmax = max |b - a|``).
@@ -390,8 +393,9 @@ def plot_relations(
     flat = [v for row in rows for v in row]
     if not flat:
         raise ValueError("no relation views to plot")
-    if len({v.kind for v in flat}) != 1:
-        raise ValueError(f"all views must show the same relation kind, got {sorted({v.kind for v in flat})}")
+    kinds = {v.kind for v in flat}
+    if len(kinds) != 1 and not all(v.bounded for v in flat):
+        raise ValueError(f"views of different relation kinds {sorted(kinds)} share a colour scale only when all are cosines or angles")
     if titles is not None:
         title_rows = [list(titles)] if isinstance(titles[0], str) else [list(t) for t in titles]  # type: ignore[index]
         if [len(t) for t in title_rows] != [len(r) for r in rows]:
@@ -427,7 +431,10 @@ def plot_relations(
             diff_view = RelationView(a.kind, diffs[r], diff_labels, list(diff_labels), "", True, b.row_axis, b.col_axis)
             diff_title = textwrap.fill(f"{title_rows[r][1]} − {title_rows[r][0]}", wrap)
             image = draw_relation(grid.panel(fig, r, n_value), diff_view, -dmax, dmax, DIFFERENCE_CMAP, max_labels, diff_title)
-    value_name = "cos(angle)" if flat[0].kind.endswith("triplet") else "cosine" if vmin < 0 else "distance / mean"
+    if len(kinds) > 1:
+        value_name = "cosine · cos(angle)"
+    else:
+        value_name = "cos(angle)" if flat[0].kind.endswith("triplet") else "cosine" if vmin < 0 else "distance / mean"
     fig.colorbar(shared, cax=grid.colour_bar(fig, 0), label=value_name)
     if difference:
         fig.colorbar(image, cax=grid.colour_bar(fig, 1), label="difference")
