@@ -132,6 +132,7 @@ def table(
     scale: float = 100.0,
     digits: int = 1,
     row_order: Iterable[Any] | None = None,
+    higher_is_better: bool = True,
 ) -> ResultsTable:
     """Paper-style table: mean ± std over seeds of ``value`` for each row x column.
 
@@ -140,6 +141,7 @@ def table(
     over seeds (only for rows that have every column, so averages are comparable).
     Rows with the same first key (the student) stay together, ordered by model size (largest
     first) when the runs carry a ``params`` column, else by name; ``row_order`` overrides both.
+    ``higher_is_better=False`` bolds the smallest value (e.g. a fidelity distance).
     """
     rows = [rows] if isinstance(rows, str) else list(rows)
     if runs.empty:
@@ -177,7 +179,7 @@ def table(
         teachers = (data.groupby(columns)["teacher"].agg(lambda t: "; ".join(sorted({str(v) for v in t.dropna()})))
                     .rename_axis("column").reset_index())
     return ResultsTable(mean=mean, std=std.reindex_like(mean), count=count.reindex_like(mean).fillna(0), scale=scale,
-                        digits=digits, teachers=teachers)
+                        digits=digits, higher_is_better=higher_is_better, teachers=teachers)
 
 
 # --------------------------------------------------------------------------- statistics
