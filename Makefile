@@ -8,7 +8,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export MPLBACKEND ?= Agg
 
-.PHONY: install test test-fast reproduce ablations paper bench clean-runs
+.PHONY: install test test-fast reproduce ablations weighting paper bench clean-runs
 
 # torch is pinned to the CPU wheel (an unpinned torch pulls gigabytes of CUDA packages);
 # requirements.lock pins every other package to the versions this project is tested with.
@@ -33,6 +33,9 @@ reproduce: $(STAMP)
 
 ablations: $(STAMP)
 	$(BIN)/ckdlab notebooks --profile quick --only 05 --param grid=full
+
+weighting: $(STAMP)
+	$(BIN)/ckdlab notebooks --profile quick --only 05 --param grid=weighting --out notebooks/executed/weighting
 
 paper: $(STAMP)
 	$(BIN)/accelerate launch -m ckdlab.cli paper

@@ -244,12 +244,13 @@ def describe_comparison(result: dict[str, Any], scale: float = 100.0) -> str:
     return f"{a} vs {b}: {diff:+.1f} ± {half:.1f} points (95% CI, {n} seeds): not distinguishable."
 
 
-def group_conclusions(frame: pd.DataFrame, group: str, reference: str | None = None, scale: float = 100.0) -> list[str]:
+def group_conclusions(frame: pd.DataFrame, group: str, reference: str | None = None, scale: float = 100.0,
+                      value: str = "score") -> list[str]:
     """Each variant of ``group`` against ``reference`` (default: the group's first variant)."""
     part = frame[frame["group"] == group]
     names = list(dict.fromkeys(part["variant"]))
     reference = reference or names[0]
-    return [describe_comparison(compare(part, name, reference), scale) for name in names if name != reference]
+    return [describe_comparison(compare(part, name, reference, value=value), scale) for name in names if name != reference]
 
 
 def pareto_front(frame: pd.DataFrame, cost: str = "params", value: str = "score") -> pd.DataFrame:

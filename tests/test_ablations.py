@@ -25,7 +25,8 @@ def test_reduced_quick_grid_expands_to_the_right_runs():
     assert len(distinct) == 2 * 4  # "with KD" is the default "WR + LTR"
     by_variant = {c.variant: c for c in cells if c.seed == 0}
     assert by_variant["with KD"].label == by_variant["WR + LTR"].label == "relations: WR + LTR"
-    assert by_variant["WR only"].options["weights"] == {"kd": 1.0, "wr_pair": 1.0, "wr_triplet": 1.0, "ltr_pair": 0.0, "ltr_triplet": 0.0}
+    # CKD weights not named are left to the default weighting; named ones are fixed
+    assert by_variant["WR only"].options["weights"] == {"kd": 1.0, "ltr_pair": 0.0, "ltr_triplet": 0.0}
     assert by_variant["LTR only"].options["weights"]["wr_pair"] == 0.0
     no_kd = by_variant["without KD (CE)"].options
     assert no_kd["objective"] == "ckd+ce" and "kd" not in no_kd["weights"]
@@ -36,11 +37,14 @@ def test_full_quick_grid():
     assert {c.task for c in cells} == {"sst2", "mrpc", "rte"} and {c.seed for c in cells} == {0, 1, 2}
     per_task_seed = [c for c in cells if c.task == "sst2" and c.seed == 0]
     groups = {g for g, *_ in ((c.group,) for c in per_task_seed)}
-    assert groups == {"relations", "pair vs triplet", "logit KD", "layer map", "triplet window", "pair metric", ab.SWEEP_GROUP}
-    assert len(per_task_seed) == 3 + 3 + 2 + 3 + 4 + 2 + 9
-    # Seven cells are the default configuration (one per group plus λ = (1, 1)): 20 distinct runs.
-    assert len(ab.distinct_runs(per_task_seed)) == 20
-    assert len(ab.distinct_runs(cells)) == 20 * 9
+    assert groups == {"weighting", "pair relation", "relations", "pair vs triplet", "logit KD", "layer map", "triplet window",
+                      "pair metric", ab.SWEEP_GROUP}
+    assert len(per_task_seed) == 6 + 3 + 3 + 3 + 2 + 3 + 4 + 2 + 9
+    # Eight cells are the default configuration (every group's default variant: weighting, pair relation,
+    # WR + LTR, pair + triplet, with KD, uniform, all triplets, cos) and the sweep's λ = (1, 1) is
+    # "weights 1": 35 cells, 27 distinct runs.
+    assert len(ab.distinct_runs(per_task_seed)) == 27
+    assert len(ab.distinct_runs(cells)) == 27 * 9
     options = {(c.group, c.variant): c.options for c in per_task_seed}
     assert options[("triplet window", "w=5")]["objective_options"] == {"pair_metric": "cos", "window": 5}
     assert options[("pair metric", "l2")]["objective_options"]["pair_metric"] == "l2"
@@ -57,10 +61,14 @@ def test_full_quick_grid():
 def test_every_variant_builds_a_valid_objective():
     from ckdlab.objectives.registry import default_weights, parse_objective
 
+    from ckdlab.objectives.registry import check_options
+
     for profile in ("smoke", "quick", "paper"):
         for grid in ab.GRIDS:
             for _, _, options, _ in ab.variants(profile, grid):
-                assert set(options["weights"]) <= set(default_weights(parse_objective(options["objective"])))
+                names = parse_objective(options["objective"])
+                assert options["weights"] == "official" or set(options["weights"]) <= set(default_weights(names))
+                check_options(names, options["objective_options"])
 
 
 def test_bad_grid_names():

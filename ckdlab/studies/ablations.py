@@ -20,22 +20,21 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from ckdlab.objectives.registry import default_weights, parse_objective
+from ckdlab.objectives.registry import REGISTRY, default_weights, parse_objective
 from ckdlab.profiles import load_profile, merge, profile_section
 from ckdlab.results import group_conclusions
 from ckdlab.studies.distillation import distill
 
 SWEEP_GROUP = "λ sweep"
-GRIDS = ("reduced", "full")
+GRIDS = ("reduced", "full", "weighting")
 
 
 def grid_settings(profile: str | dict, grid: str = "reduced") -> dict[str, Any]:
     """The ``grid`` (``reduced`` | ``full``) of the profile's ablations."""
-    if grid not in GRIDS:
-        raise ValueError(f"grid={grid!r}: use 'reduced' (inside make reproduce) or 'full' (make ablations)")
     grids = profile_section(profile, "ablations").get("grids", {})
     if grid not in grids:
-        raise ValueError(f"profile '{load_profile(profile)['name']}' has no ablations grid '{grid}'")
+        raise ValueError(f"grid={grid!r}: profile '{load_profile(profile)['name']}' has the ablation grids {list(grids)} "
+                         "('reduced' runs inside make reproduce, 'full' with make ablations)")
     return grids[grid]
 
 
@@ -80,8 +79,15 @@ def variants(profile: str | dict, grid: str = "reduced") -> list[tuple[str, str,
 
 
 def _valid(options: dict[str, Any]) -> dict[str, Any]:
-    """Drop weights of terms the variant's objective does not have (e.g. ``kd`` once KD is removed)."""
-    terms = default_weights(parse_objective(options["objective"]))
+    """Drop weights of terms the variant's objective does not have (e.g. ``kd`` once KD is removed);
+    a named weighting (``"official"``) stays as it is."""
+    names = parse_objective(options["objective"])
+    # Options of objectives the variant no longer has (e.g. CKD's window once CKD is removed) go too.
+    readable = {option for name in names for option in REGISTRY[name].options}
+    options["objective_options"] = {k: v for k, v in (options.get("objective_options") or {}).items() if k in readable}
+    if isinstance(options.get("weights"), str):
+        return options
+    terms = default_weights(names)
     options["weights"] = {k: v for k, v in (options.get("weights") or {}).items() if k in terms}
     return options
 
@@ -111,30 +117,44 @@ def distinct_runs(runs: Iterable[AblationRun]) -> list[AblationRun]:
     return list(seen.values())
 
 
+def grid_students(profile: str | dict, grid: str = "reduced") -> dict[str, str]:
+    """The students a grid distils: ``students`` (names of the profile's ``distill.students``) when the
+    grid lists them, else the ablations' one ``student``."""
+    chosen = grid_settings(profile, grid)
+    if chosen.get("students"):
+        known = load_profile(profile)["distill"]["students"]
+        unknown = [name for name in chosen["students"] if name not in known]
+        if unknown:
+            raise ValueError(f"grid '{grid}' names student(s) {unknown}; the profile's distill.students are {list(known)}")
+        return {name: known[name] for name in chosen["students"]}
+    student = profile_section(profile, "ablations")["student"]
+    return {student["name"]: student["spec"]}
+
+
 def run_ablations(profile: str = "quick", grid: str = "reduced", tasks: Iterable[str] | None = None,
                   seeds: Iterable[int] | None = None, reuse: bool = True, **overrides: Any) -> pd.DataFrame:
-    """Run every distinct configuration of the grid once; with ``reuse`` a finished identical run
-    (same configuration, seed and teacher) is read back instead of trained again.
+    """Run every distinct configuration of the grid once per student; with ``reuse`` a finished identical
+    run (same configuration, seed and teacher) is read back instead of trained again.
 
-    Returns one row per (group, variant, task, seed): score, params, latency_ms, label.
-    ``overrides`` are training options on top of the grid's ``train`` section.
+    Returns one row per (group, variant, student, task, seed): score, relation fidelity (centred
+    |Δcos|), params, latency_ms, label. ``overrides`` are training options on top of the grid's ``train``.
     """
     chosen = grid_settings(profile, grid)
-    student = profile_section(profile, "ablations")["student"]
     train = {**(chosen.get("train") or {}), **overrides}
     cells = expand_grid(profile, grid, tasks=tasks, seeds=seeds)
-    results: dict[tuple[str, int, str], dict[str, Any]] = {}
-    for run in distinct_runs(cells):
-        results[(run.task, run.seed, run.label)] = distill(
-            run.task, student=student["spec"], student_name=student["name"], method=run.label, profile=profile,
-            seed=run.seed, resume=reuse, **run.options, **train,
-        )
     rows = []
-    for run in cells:
-        record = results[(run.task, run.seed, run.label)]
-        rows.append({"group": run.group, "variant": run.variant, "task": run.task, "seed": run.seed, "label": run.label,
-                     "score": float(record["score"]), "params": record.get("params"), "latency_ms": record.get("latency_ms"),
-                     **run.coords})
+    for name, spec in grid_students(profile, grid).items():
+        results = {
+            (run.task, run.seed, run.label): distill(run.task, student=spec, student_name=name, method=run.label, profile=profile,
+                                                     seed=run.seed, resume=reuse, **run.options, **train)
+            for run in distinct_runs(cells)
+        }
+        for run in cells:
+            record = results[(run.task, run.seed, run.label)]
+            rows.append({"group": run.group, "variant": run.variant, "student": name, "task": run.task, "seed": run.seed,
+                         "label": run.label, "score": float(record["score"]),
+                         "fidelity": (record.get("metrics") or {}).get("fidelity.cos_gap_centred"),
+                         "params": record.get("params"), "latency_ms": record.get("latency_ms"), **run.coords})
     return pd.DataFrame(rows)
 
 
@@ -149,12 +169,22 @@ def sweep_matrix(frame: pd.DataFrame, task: str | None = None, value: str = "sco
     return per_seed.pivot_table(index="lambda_ltr", columns="lambda_wr", values=value, aggfunc="mean").sort_index(ascending=False)
 
 
-def conclusions(frame: pd.DataFrame, scale: float = 100.0) -> list[str]:
-    """Markdown lines: per ablation group, each variant against the group's first (the default)."""
+def conclusions(frame: pd.DataFrame, scale: float = 100.0, value: str = "score", higher_is_better: bool = True) -> list[str]:
+    """Markdown lines: per ablation group (and student, when there are several), each variant against
+    the group's first (the default), paired over seeds with a 95% interval. For a distance such as
+    ``fidelity`` pass ``higher_is_better=False``: the sentences then say which is closer to the teacher."""
     lines = []
+    if not higher_is_better:
+        frame = frame.assign(**{value: -frame[value].astype(float)})
+    students = list(dict.fromkeys(frame["student"])) if "student" in frame else [None]
     for group in [g for g in dict.fromkeys(frame["group"]) if g != SWEEP_GROUP]:
-        lines.append(f"**{group}**")
-        lines += [f"- {sentence}" for sentence in group_conclusions(frame, group, scale=scale)]
+        for student in students:
+            part = frame if student is None else frame[frame["student"] == student]
+            lines.append(f"**{group}**" + ("" if student is None or len(students) == 1 else f" · {student} student"))
+            sentences = group_conclusions(part, group, scale=scale, value=value)
+            if not higher_is_better:
+                sentences = [sentence.replace(" beats ", " is closer to the teacher than ") for sentence in sentences]
+            lines += [f"- {sentence}" for sentence in sentences]
     return lines
 
 
