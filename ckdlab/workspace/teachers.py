@@ -32,8 +32,9 @@ WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
 def training_identity(config: TrainConfig) -> dict[str, Any]:
-    """A TrainConfig as it enters a run's identity (cosmetic options left out)."""
-    return {k: v for k, v in config.to_dict().items() if k not in COSMETIC_OPTIONS}
+    """A TrainConfig as it enters a run's configuration: cosmetic options left out, and the seed too
+    (:class:`RunIdentity` carries it apart, so that seeds of one configuration share a ``config_id``)."""
+    return {k: v for k, v in config.to_dict().items() if k not in COSMETIC_OPTIONS and k != "seed"}
 
 
 def data_identity(task: str, splits: tuple[str, ...], data_dir: str | Path | None) -> dict[str, Any]:
