@@ -54,11 +54,11 @@ from ckdlab.models.heads import add_classification_head
 
 EMBEDDED_NAMES = ("minilm-l6", "tiny-random", "me5-small")
 TINY_RANDOM_SEED = 1234
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "sentencepiece.bpe.model", "spiece.model")
 
 
-class ModelLoadError(UserError, OSError):
+class ModelLoadError(UserError, FileNotFoundError):
     """A model (name, folder or file) cannot be loaded; the message names it and the fix."""
 
 
@@ -165,7 +165,7 @@ def _looks_local(name: str) -> bool:
 def _not_loadable(name: str, err: BaseException | None = None) -> ModelLoadError:
     detail = f" ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})" if err is not None else ""
     return ModelLoadError(
-        f"cannot load the model '{name}': it is not an embedded model ({', '.join(EMBEDDED_NAMES)}), not an existing "
+        f"Could not load '{name}': it is not an embedded model ({', '.join(EMBEDDED_NAMES)}), not an existing "
         f"folder, and the Hugging Face hub could not provide it{detail}. Pass an embedded name, a folder saved with "
         f"save_pretrained (e.g. a run's best/), or a hub id with network access (HF_HUB_OFFLINE="
         f"{os.environ.get('HF_HUB_OFFLINE', 'unset')})."
@@ -202,7 +202,7 @@ def check_model_source(name_or_path: str | os.PathLike, what: str = "model") -> 
                                  "(e.g. a run's best/)")
         weights = next((path / f for f in WEIGHT_FILES if (path / f).is_file()), None)
         if weights is None:
-            raise ModelLoadError(f"{what} folder {path} has no {' or '.join(WEIGHT_FILES)}; pass a folder saved with "
+            raise ModelLoadError(f"{what} folder {path} has no {' or '.join(WEIGHT_FILES[:2])}; pass a folder saved with "
                                  "save_pretrained (e.g. a run's best/)")
         _check_weights(weights)
         if not any((path / f).exists() for f in TOKENIZER_FILES):
