@@ -193,9 +193,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     prefix = f"ckdlab {args.command}"
-    with warnings.catch_warnings():
-        show = warnings.showwarning
-        warnings.showwarning = lambda message, category, *rest: print(f"{prefix}: warning: {message}", file=sys.stderr)
+
+    def one_line(message: Warning | str, category: type[Warning], *where: Any, **more: Any) -> None:
+        print(f"{prefix}: warning: {message}", file=sys.stderr)
+
+    with warnings.catch_warnings():  # restores the usual warning display afterwards
+        warnings.showwarning = one_line
         try:
             return _dispatch(args)
         except UserError as err:
@@ -204,8 +207,6 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt as err:
             print(f"{prefix}: {interrupted_message(err)}", file=sys.stderr)
             return 130
-        finally:
-            warnings.showwarning = show
 
 
 def _dispatch(args: argparse.Namespace) -> int:

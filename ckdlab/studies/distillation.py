@@ -32,7 +32,7 @@ from ckdlab.engine.trainer import task_splits
 from ckdlab.errors import UserError, user_input
 from ckdlab.io import atomic_write_json
 from ckdlab.models import build_student, load_backbone, size_summary
-from ckdlab.models.backbones import check_model_source
+from ckdlab.models.backbones import check_head, check_model_source
 from ckdlab.models.bilstm import BILSTM_INITS, parse_bilstm_spec
 from ckdlab.models.students import parse_config_spec, select_layers
 from ckdlab.objectives.layer_map import resolve_layer_map
@@ -92,12 +92,13 @@ def _student_kind(student: str) -> str:
                     "save_pretrained")
 
 
-def check_student(student: str, teacher: PretrainedConfig | None, init: str) -> PretrainedConfig | None:
-    """Check ``student`` (a folder or a spec) against the teacher's architecture without building it,
-    and return the student's config (None when it cannot be known without building it: a BiLSTM,
-    or an unknown teacher)."""
+def check_student(student: str, teacher: PretrainedConfig | None, init: str, task: TaskSpec) -> PretrainedConfig | None:
+    """Check ``student`` (a folder or a spec) against the teacher's architecture and the task's labels
+    without building it, and return the student's config (None when it cannot be known without
+    building it: a BiLSTM, or an unknown teacher)."""
     if Path(student).exists():
         check_model_source(student, "--student")
+        check_head(student, task.num_labels)
         return AutoConfig.from_pretrained(student)
     kind = _student_kind(student)
     if kind == "bilstm":
@@ -225,7 +226,7 @@ def prepare_distillation(task: str, student: str, objective: str | None, weights
     sources = data_sources(spec.name, ("train", "dev"), data_dir)
     train, dev = task_splits(spec, config, data_dir)
     architecture = teacher_config(spec, teacher, prof, data_dir)
-    check_settings(spec, settings, names, architecture, check_student(student, architecture, settings.student_init), seed)
+    check_settings(spec, settings, names, architecture, check_student(student, architecture, settings.student_init, spec), seed)
     teacher_path, teacher_model, tokenizer = load_teacher(spec.name, teacher, prof["name"], data_dir)
     student_model, student_tokenizer = make_student(teacher_model, student, spec, settings.student_init, seed)
     resolved_weights = {**default_weights(names), **(settings.weights or {})}
