@@ -235,7 +235,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         from ckdlab.reproduce import notebooks, run_notebooks
 
         only = args.only.split(",") if args.only else None
-        with user_input("--only"):
+        with user_input():  # its message names --only
             notebooks(only)
         parameters = dict(parse_parameter(item) for item in args.param)
         for row in run_notebooks(args.profile, only=only, out_dir=Path(args.out), parameters=parameters):

@@ -12,6 +12,7 @@ make the child signal itself at a chosen training step); it never runs in the te
 """
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import subprocess
@@ -139,6 +140,7 @@ def shared_cli() -> CliProcesses:
     global _SHARED
     if _SHARED is None:
         _SHARED = CliProcesses()
+        atexit.register(_SHARED.close)  # the helper ends with the test session, never outlives it
     return _SHARED
 
 

@@ -117,7 +117,7 @@ def check_student(student: str, teacher: PretrainedConfig | None, init: str, tas
                       if getattr(config, name) > getattr(teacher, name)]
             if larger:
                 raise UserError(f"--student {student} with --student-init slice must be no larger than the teacher in "
-                                f"every dimension, but {', '.join(larger)} exceed it; shrink them or use --student-init bert")
+                                f"every dimension, but its {', '.join(larger)} exceed the teacher's; shrink them or use --student-init bert")
         return config
     config = copy.deepcopy(teacher)
     config.num_hidden_layers = len(select_layers(student, teacher.num_hidden_layers))
@@ -224,9 +224,9 @@ def prepare_distillation(task: str, student: str, objective: str | None, weights
     if out_dir is not None:
         check_writable(out_dir, "--out", create=False)
     sources = data_sources(spec.name, ("train", "dev"), data_dir)
-    train, dev = task_splits(spec, config, data_dir)
     architecture = teacher_config(spec, teacher, prof, data_dir)
     check_settings(spec, settings, names, architecture, check_student(student, architecture, settings.student_init, spec), seed)
+    train, dev = task_splits(spec, config, data_dir)
     teacher_path, teacher_model, tokenizer = load_teacher(spec.name, teacher, prof["name"], data_dir)
     student_model, student_tokenizer = make_student(teacher_model, student, spec, settings.student_init, seed)
     resolved_weights = {**default_weights(names), **(settings.weights or {})}
