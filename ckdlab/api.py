@@ -2,7 +2,8 @@
 
 Every name here is a study's or the workspace's own function (documented where it lives), so
 ``help(api.distill)`` shows the real signature. Folders: ``$CKDLAB_RUNS``, ``$CKDLAB_RESULTS``,
-``$CKDLAB_FIGURES`` (default ``runs/``, ``results/``, ``figures/`` of the checkout).
+``$CKDLAB_FIGURES`` (default ``runs/``, ``results/``, ``figures/`` of the checkout). Imported inside
+IPython or Jupyter, it shows a :class:`~ckdlab.errors.UserError` as one line instead of a traceback.
 
     api.finetune_teacher("sst2", profile="quick")          # runs/quick/teachers/sst2-<id>/best
     row = api.distill("sst2", student="layers:0,2,4", objective="ckd+kd")
@@ -16,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from ckdlab.engine.inference import evaluate_model as evaluate
+from ckdlab.errors import show_user_errors_in_ipython
 from ckdlab.results import ResultsTable, table
 from ckdlab.studies.ablations import run_ablations as ablations
 from ckdlab.studies.distillation import distill, distill_grid, make_distiller
@@ -40,6 +42,9 @@ from ckdlab.workspace import (
     teacher_ready,
 )
 from ckdlab.workspace import load_runs as _load_runs
+
+# In a notebook a UserError (bad option, missing file) shows as one line naming the fix, not a stack.
+show_user_errors_in_ipython()
 
 __all__ = [
     "ResultsTable", "ablations", "distill", "distill_grid", "dynabert", "ensure_teacher", "evaluate", "explorer_models",

@@ -13,8 +13,12 @@
 
 Training and distillation options are built from :class:`~ckdlab.engine.config.TrainConfig` and
 :class:`~ckdlab.engine.config.DistillConfig`, so every field there is an option here with the same
-default. Several GPUs: ``accelerate launch -m ckdlab.cli finetune ...``. A fault the user can fix
-prints one paragraph naming the option or file and the fix, and exits with status 2.
+default. Several GPUs: ``accelerate launch -m ckdlab.cli finetune ...``.
+
+Exit status: 0 on success; 2 for a fault the user can fix (a :class:`~ckdlab.errors.UserError`:
+one paragraph naming the option or file and the fix, no traceback; argparse uses 2 for bad
+usage too); 130 after Ctrl-C, with the step the same command resumes from. Any other exception
+is a bug in ckdlab and keeps its traceback. Warnings (a skipped corrupt record) are one line each.
 """
 from __future__ import annotations
 
@@ -22,10 +26,12 @@ import argparse
 import dataclasses
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
 from ckdlab.engine.config import DistillConfig, TrainConfig
+from ckdlab.errors import UserError, user_input
 
 _CONVERTERS = {"float": float, "int": int, "int | None": int, "str": str}
 # DistillConfig fields given as text on the command line, and how the text becomes a value.
@@ -41,12 +47,12 @@ def parse_assignments(text: str | None, option: str, number: bool = True) -> dic
         name, sep, value = item.partition("=")
         if not sep or not name.strip():
             kind, example = ("number", "wr_pair=1,kd=0.5") if number else ("value", "window=10")
-            raise ValueError(f"{option} item '{item}' must look like name={kind}, e.g. {example}")
+            raise UserError(f"{option} item '{item}' must look like name={kind}, e.g. {example}")
         if number:
             try:
                 values[name.strip()] = float(value)
             except ValueError as err:
-                raise ValueError(f"{option} item '{item}': '{value}' is not a number") from err
+                raise UserError(f"{option} item '{item}': '{value}' is not a number") from err
         else:
             values[name.strip()] = yaml.safe_load(value)
     return values
@@ -58,7 +64,7 @@ def parse_parameter(item: str) -> tuple[str, Any]:
 
     name, sep, value = item.partition("=")
     if not sep or not name.strip():
-        raise ValueError(f"--param '{item}' must look like name=value, e.g. grid=full")
+        raise UserError(f"--param '{item}' must look like name=value, e.g. grid=full")
     return name.strip(), yaml.safe_load(value)
 
 
@@ -175,15 +181,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def interrupted_message(err: KeyboardInterrupt) -> str:
+    """The one line printed after Ctrl-C: where the same command resumes."""
+    step = getattr(err, "step", None)
+    if step is None:
+        return "interrupted; run the same command to resume (finished runs are not trained again)"
+    return f"interrupted; run the same command to resume from step {step}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        return _dispatch(args)
-    except (ValueError, FileNotFoundError, KeyError) as err:
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"ckdlab {args.command}: error: {message}", file=sys.stderr)
-        return 2
+    prefix = f"ckdlab {args.command}"
+
+    def one_line(message: Warning | str, category: type[Warning], *where: Any, **more: Any) -> None:
+        print(f"{prefix}: warning: {message}", file=sys.stderr)
+
+    with warnings.catch_warnings():  # restores the usual warning display afterwards
+        warnings.showwarning = one_line
+        try:
+            return _dispatch(args)
+        except UserError as err:
+            print(f"{prefix}: error: {err}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt as err:
+            print(f"{prefix}: {interrupted_message(err)}", file=sys.stderr)
+            return 130
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -207,27 +230,55 @@ def _dispatch(args: argparse.Namespace) -> int:
         tasks = args.tasks.split(",") if args.tasks else None
         print(api.finetune_teachers(tasks, profile=args.profile, data_dir=args.data_dir).to_string(index=False))
     elif args.command == "table":
-        filters = {k: v for k, v in (("kind", args.kind), ("profile", args.profile)) if v}
-        result = api.table(api.load_runs(args.results, **filters), rows=args.rows.split(","))
-        print({"markdown": result.to_markdown, "latex": result.to_latex, "csv": lambda: result.tidy().to_csv(index=False)}[args.format]())
+        print(_table(api, args))
     elif args.command == "notebooks":
-        from ckdlab.reproduce import run_notebooks
+        from ckdlab.reproduce import notebooks, run_notebooks
 
         only = args.only.split(",") if args.only else None
+        with user_input():  # its message names --only
+            notebooks(only)
         parameters = dict(parse_parameter(item) for item in args.param)
         for row in run_notebooks(args.profile, only=only, out_dir=Path(args.out), parameters=parameters):
             print(f"{row['notebook']}: {row['seconds']:.0f} s")
     elif args.command == "zero-shot":
+        from ckdlab.studies.zero_shot import SETTINGS, load_zero_shot_profile
+
         languages = args.languages.split(",") if args.languages else None
-        result = api.zero_shot(args.profile, task=args.task, languages=languages, settings=args.settings.split(","),
+        settings = args.settings.split(",")
+        unknown = [s for s in settings if s.strip().lower().strip("()") not in SETTINGS]
+        if unknown:
+            raise UserError(f"--settings {unknown} are not known; choose from {', '.join(SETTINGS)} (a: pre-training KD, "
+                            "b: fine-tuning KD, c: both, d: none)")
+        with user_input("--profile", (ValueError, FileNotFoundError)):
+            load_zero_shot_profile(args.profile)
+        result = api.zero_shot(args.profile, task=args.task, languages=languages, settings=settings,
                                seed=args.seed, data_dir=args.data_dir)
         print((result.table * 100).round(1).to_string())
     elif args.command == "paper":
         tasks = args.tasks.split(",") if args.tasks else None
+        with user_input("--tasks"):
+            api.paper_configs(tasks)
         print(api.paper_runs(tasks, dry_run=args.dry_run, data_dir=args.data_dir).to_string(index=False))
     elif args.command == "info":
         print(json.dumps(api.info(), indent=2, default=str))
     return 0
+
+
+def _table(api: Any, args: argparse.Namespace) -> str:
+    """``ckdlab table``: the records under ``--results`` as a table, with a message for what is missing."""
+    filters = {k: v for k, v in (("kind", args.kind), ("profile", args.profile)) if v}
+    runs = api.load_runs(args.results, **filters)
+    folder = Path(args.results) if args.results else api.results_dir()
+    if runs.empty:
+        which = " ".join(f"--{k} {v}" for k, v in filters.items())
+        raise UserError(f"no run records in {folder / 'records'}{' matching ' + which if which else ''}; run some first "
+                        "(ckdlab finetune / distill), or point --results at the folder that holds records/")
+    rows = args.rows.split(",")
+    missing = [row for row in rows if row not in runs.columns]
+    if missing:
+        raise UserError(f"--rows {missing} are not fields of these records; choose from {sorted(c for c in runs.columns if '.' not in c)}")
+    result = api.table(runs, rows=rows)
+    return {"markdown": result.to_markdown, "latex": result.to_latex, "csv": lambda: result.tidy().to_csv(index=False)}[args.format]()
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from types import MappingProxyType
 import datasets
 
 from ckdlab.data.sentiment import SENTIMENT_ISO_CODES, load_sentiment
+from ckdlab.errors import UserError
 from ckdlab.data.tasks import SENTIMENT_TASK, XNLI_TASK, TaskSpec
 from ckdlab.data.xnli import XNLI_LANGUAGES, load_mnli_english_train, load_xnli, multilingual_unlabeled_sentences
 
@@ -42,9 +43,9 @@ class ZeroShotTask:
         codes = [str(code).strip().lower() for code in languages]
         unknown = [code for code in codes if code not in self.languages]
         if unknown:
-            raise ValueError(f"languages {unknown} are not {self.spec.name} languages; choose from {', '.join(self.languages)}")
+            raise UserError(f"languages {unknown} are not {self.spec.name} languages; choose from {', '.join(self.languages)}")
         if not codes:
-            raise ValueError(f"languages is empty; pass some of {', '.join(self.languages)}")
+            raise UserError(f"languages is empty; pass some of {', '.join(self.languages)}")
         return list(dict.fromkeys(codes))
 
     def train(self, data_dir: str | os.PathLike | None = None, limit: int | None = None, seed: int = 0) -> datasets.Dataset:
@@ -53,7 +54,7 @@ class ZeroShotTask:
     def split(self, language: str, split: str, data_dir: str | os.PathLike | None = None,
               limit: int | None = None, seed: int = 0) -> datasets.Dataset:
         if split not in ("dev", "test"):
-            raise ValueError(f"split={split!r}: zero-shot evaluation reads 'dev' (for selection) or 'test' (for reporting)")
+            raise UserError(f"split={split!r}: zero-shot evaluation reads 'dev' (for selection) or 'test' (for reporting)")
         (language,) = self.check_languages([language])
         return self._split(language, split, data_dir=data_dir, limit=limit, seed=seed)
 
@@ -92,5 +93,5 @@ def get_zero_shot_task(task: str | ZeroShotTask) -> ZeroShotTask:
         return task
     key = str(task).strip().lower()
     if key not in ZERO_SHOT_TASKS:
-        raise ValueError(f"unknown zero-shot task {task!r}; use one of {', '.join(ZERO_SHOT_TASKS)}")
+        raise UserError(f"unknown zero-shot task {task!r}; use one of {', '.join(ZERO_SHOT_TASKS)}")
     return ZERO_SHOT_TASKS[key]

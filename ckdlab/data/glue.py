@@ -31,6 +31,8 @@ from typing import Any, Callable, Mapping
 import numpy as np
 from datasets import ClassLabel, Dataset, Features, Value
 
+from ckdlab.errors import UserError
+
 from .hub import hub_split
 from .paths import candidate_roots, find_local
 from .subsets import check_subset_args, take_subset
@@ -42,7 +44,7 @@ HubLoader = Callable[..., Any]
 """``loader(path, name, split=...)`` with the signature of ``datasets.load_dataset``."""
 
 
-class DataFormatError(ValueError):
+class DataFormatError(UserError):
     """A data file (or hub dataset) does not have the layout or label values GLUE defines."""
 
 

@@ -23,6 +23,7 @@ import datasets
 
 from ckdlab.data import paths
 from ckdlab.data.hub import hub_split
+from ckdlab.errors import UserError
 from ckdlab.data.tasks import SENTIMENT_TASK
 from ckdlab.data.subsets import subset_indices
 
@@ -52,7 +53,7 @@ def check_sentiment_language(language: str) -> str:
     name = SENTIMENT_ISO_CODES.get(key, key)
     if name not in SENTIMENT_LANGUAGES:
         choices = ", ".join(f"{code} ({full})" for code, full in SENTIMENT_ISO_CODES.items())
-        raise ValueError(f"unknown UMSAB sentiment language {language!r}; choose one of {choices}")
+        raise UserError(f"unknown UMSAB sentiment language {language!r}; choose one of {choices}")
     return name
 
 
@@ -76,7 +77,7 @@ def read_umsab_split(text_file: str | os.PathLike, labels_file: str | os.PathLik
     text_file, labels_file = Path(text_file), Path(labels_file)
     texts, raw_labels = _read_lines(text_file), _read_lines(labels_file)
     if len(texts) != len(raw_labels):
-        raise ValueError(
+        raise UserError(
             f"{text_file} has {len(texts)} lines but {labels_file} has {len(raw_labels)}; "
             f"the text and label files must be line-aligned"
         )
@@ -85,7 +86,7 @@ def read_umsab_split(text_file: str | os.PathLike, labels_file: str | os.PathLik
         value = raw.strip()
         if value not in ("0", "1", "2"):
             names = ", ".join(SENTIMENT_LABELS)
-            raise ValueError(f"{labels_file}, line {number}: label {raw!r} is not 0, 1 or 2 ({names})")
+            raise UserError(f"{labels_file}, line {number}: label {raw!r} is not 0, 1 or 2 ({names})")
         labels.append(int(value))
     return {"text": texts, "label": labels}
 
@@ -105,7 +106,7 @@ def load_sentiment(
     name = check_sentiment_language(language)
     key = str(split).strip().lower()
     if key not in _SPLITS:
-        raise ValueError(f"unknown sentiment split {split!r}; choose one of {sorted(_SPLITS)}")
+        raise UserError(f"unknown sentiment split {split!r}; choose one of {sorted(_SPLITS)}")
     prefix, hub_name = _SPLITS[key]
     folder = f"{SENTIMENT_DIR}/{name}"
     text_rel, labels_rel = f"{folder}/{prefix}_text.txt", f"{folder}/{prefix}_labels.txt"

@@ -5,14 +5,16 @@ from typing import TypeVar
 
 import numpy as np
 
+from ckdlab.errors import UserError
+
 T = TypeVar("T")
 
 
 def check_subset_args(limit: int | None, seed: int) -> None:
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1):
-        raise ValueError(f"limit={limit!r} must be a positive int (number of examples) or None for all")
+        raise UserError(f"limit={limit!r} must be a positive int (number of examples) or None for all")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+        raise UserError(f"seed must be a non-negative int, got {seed!r}")
 
 
 def subset_indices(n_rows: int, limit: int | None, seed: int = 0) -> list[int] | None:

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Mapping
 
+from ckdlab.errors import UserError
+
 METRIC_NAMES = ("accuracy", "f1", "mcc", "pearson", "spearman")
 
 
@@ -70,7 +72,7 @@ class TaskSpec:
         if key in self.split_aliases:
             return self.split_aliases[key]
         accepted = sorted(set(self.splits) | set(self.split_aliases))
-        raise ValueError(
+        raise UserError(
             f"unknown split {split!r} for task {self.name!r}; use one of: {', '.join(accepted)}"
         )
 
@@ -182,7 +184,7 @@ def get_task(name: str | TaskSpec) -> TaskSpec:
     spec = _BY_NORMALISED_NAME.get(_normalise(name))
     if spec is None:
         valid = ", ".join(TASKS)
-        raise ValueError(
+        raise UserError(
             f"unknown GLUE task {name!r}; use one of: {valid} "
             "(case-insensitive; GLUE folder names such as 'SST-2' also work)"
         )

@@ -28,6 +28,7 @@ import datasets
 
 from ckdlab.data import paths
 from ckdlab.data.hub import hub_split
+from ckdlab.errors import UserError
 from ckdlab.data.subsets import subset_indices
 from ckdlab.data.tasks import XNLI_TASK
 
@@ -76,7 +77,7 @@ def _lines(path: Path) -> list[tuple[int, str]]:
 
 def _label_id(name: str, path: Path, number: int) -> int:
     if name not in XNLI_LABELS:
-        raise ValueError(f"{path}, line {number}: label {name!r} is not one of {list(XNLI_LABELS)}")
+        raise UserError(f"{path}, line {number}: label {name!r} is not one of {list(XNLI_LABELS)}")
     return XNLI_LABELS.index(name)
 
 
@@ -91,11 +92,11 @@ def read_xtreme_tsv(path: str | os.PathLike, labels: Sequence[str] | None = None
     premises, hypotheses, label_ids = [], [], []
     rows = _lines(path)
     if labels is not None and len(labels) != len(rows):
-        raise ValueError(f"{path} has {len(rows)} rows but its label file has {len(labels)} lines; they must align")
+        raise UserError(f"{path} has {len(rows)} rows but its label file has {len(labels)} lines; they must align")
     for index, (number, row) in enumerate(rows):
         fields = row.split("\t")
         if len(fields) != columns:
-            raise ValueError(
+            raise UserError(
                 f"{path}, line {number}: expected {columns} tab-separated columns "
                 f"({'premise, hypothesis, label' if columns == 3 else 'premise, hypothesis'}), found {len(fields)}"
             )
@@ -125,13 +126,13 @@ def read_nli_jsonl(path: str | os.PathLike) -> dict[str, list]:
         try:
             record = json.loads(row)
         except json.JSONDecodeError as error:
-            raise ValueError(f"{path}, line {number}: not valid JSON ({error.msg})") from error
+            raise UserError(f"{path}, line {number}: not valid JSON ({error.msg})") from error
         missing = {"premise", "hypothesis", "label"} - set(record)
         if missing:
-            raise ValueError(f"{path}, line {number}: missing field(s) {sorted(missing)}")
+            raise UserError(f"{path}, line {number}: missing field(s) {sorted(missing)}")
         label = record["label"]
         if isinstance(label, bool) or label not in range(len(XNLI_LABELS)):
-            raise ValueError(f"{path}, line {number}: label {label!r} is not an id in 0..{len(XNLI_LABELS) - 1}")
+            raise UserError(f"{path}, line {number}: label {label!r} is not an id in 0..{len(XNLI_LABELS) - 1}")
         premises.append(record["premise"])
         hypotheses.append(record["hypothesis"])
         label_ids.append(label)
@@ -145,14 +146,14 @@ def check_language(language: str) -> str:
     """``language`` lower-cased if it is an XNLI language, else a ``ValueError`` listing them."""
     code = str(language).strip().lower()
     if code not in XNLI_LANGUAGES:
-        raise ValueError(f"unknown XNLI language {language!r}; choose one of {', '.join(XNLI_LANGUAGES)}")
+        raise UserError(f"unknown XNLI language {language!r}; choose one of {', '.join(XNLI_LANGUAGES)}")
     return code
 
 
 def check_split(split: str) -> str:
     canonical = _SPLITS.get(str(split).strip().lower())
     if canonical is None:
-        raise ValueError(f"unknown XNLI split {split!r}; choose one of {sorted(_SPLITS)}")
+        raise UserError(f"unknown XNLI split {split!r}; choose one of {sorted(_SPLITS)}")
     return canonical
 
 
@@ -202,7 +203,7 @@ def load_xnli(
     """
     language, split = check_language(language), check_split(split)
     if layout not in TEST_LAYOUTS:
-        raise ValueError(f"layout={layout!r} is not one of {TEST_LAYOUTS}")
+        raise UserError(f"layout={layout!r} is not one of {TEST_LAYOUTS}")
     tried: list[str] = []
     if split == "validation":
         relative = f"{XTREME_DIR}/dev-{language}.tsv"
@@ -260,7 +261,7 @@ def multilingual_unlabeled_sentences(
         languages = [languages]
     codes = [check_language(language) for language in languages]
     if not codes:
-        raise ValueError(f"languages is empty; pass some of {', '.join(XNLI_LANGUAGES)}")
+        raise UserError(f"languages is empty; pass some of {', '.join(XNLI_LANGUAGES)}")
     sentences: dict[str, None] = {}
     for code in codes:
         dataset = load_xnli(code, split, data_dir=data_dir)

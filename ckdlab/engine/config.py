@@ -3,7 +3,31 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+import math
 from typing import Any
+
+from ckdlab.errors import UserError
+
+MIXED_PRECISION = ("no", "bf16", "fp16")
+STUDENT_INITS = ("bert", "slice", "pca", "random")
+
+
+def flag(name: str) -> str:
+    """The command-line option of a config field: ``batch_size`` -> ``--batch-size``."""
+    return f"--{name.replace('_', '-')}"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check(ok: bool, name: str, value: Any, wanted: str) -> None:
+    if not ok:
+        raise UserError(f"{flag(name)} must be {wanted}, got {value!r} (profile key '{name}'); fix the option or the profile")
 
 
 def option(default: Any, help: str) -> Any:
@@ -39,10 +63,36 @@ class TrainConfig:
     progress: bool = option(True, "show progress bars")
     extra: dict[str, Any] = field(default_factory=dict, metadata={"help": None})
 
+    def __post_init__(self) -> None:
+        # A bad value must stop a run before any training, named by its option: epochs=0 once
+        # trained one step and recorded it, and a negative lr reached torch without '--lr'.
+        for name in ("epochs", "lr"):
+            value = getattr(self, name)
+            _check(_is_number(value) and value > 0, name, value, "a number > 0")
+        for name in ("batch_size", "eval_batch_size"):
+            value = getattr(self, name)
+            _check(_is_int(value) and value >= 1, name, value, "an integer >= 1")
+        for name in ("weight_decay", "max_grad_norm"):
+            value = getattr(self, name)
+            _check(_is_number(value) and value >= 0, name, value, "a number >= 0")
+        _check(_is_number(self.warmup_ratio) and 0 <= self.warmup_ratio <= 1, "warmup_ratio", self.warmup_ratio,
+               "a fraction in [0, 1]")
+        _check(_is_int(self.max_length) and self.max_length >= 2, "max_length", self.max_length,
+               "an integer >= 2 (room for [CLS] and [SEP])")
+        for name in ("eval_every", "log_every", "save_every", "seed"):
+            value = getattr(self, name)
+            _check(_is_int(value) and value >= 0, name, value, "an integer >= 0")
+        for name in ("train_limit", "dev_limit", "max_steps"):
+            value = getattr(self, name)
+            _check(value is None or (_is_int(value) and value >= 1), name, value, "an integer >= 1 (or unset)")
+        _check(self.mixed_precision in MIXED_PRECISION, "mixed_precision", self.mixed_precision, f"one of {MIXED_PRECISION}")
+        for name in ("group_by_length", "progress"):
+            _check(isinstance(getattr(self, name), bool), name, getattr(self, name), "true or false")
+
     def replace(self, **changes: Any) -> "TrainConfig":
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
         if unknown:
-            raise ValueError(f"unknown training option(s) {sorted(unknown)}; valid: {sorted(self.to_dict())}")
+            raise UserError(f"unknown training option(s) {sorted(unknown)}; valid: {sorted(self.to_dict())}")
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
@@ -73,10 +123,23 @@ class DistillConfig:
     balance: str = option("none", "none | grad | loss: set the balanced terms' (CKD's) weights at the start of training")
     balance_fraction: float = option(0.25, "each balanced term's share of the task/KD gradient (balance=grad) or loss")
 
+    def __post_init__(self) -> None:
+        _check(_is_number(self.temperature) and self.temperature > 0, "temperature", self.temperature, "a number > 0")
+        _check(self.student_init in STUDENT_INITS, "student_init", self.student_init,
+               "bert or slice (config: students), pca or random (bilstm students)")
+        _check(isinstance(self.objective, str) and bool(self.objective.strip()), "objective", self.objective,
+               "'+'-joined objective names such as ckd+kd")
+        if self.weights is not None:
+            _check(isinstance(self.weights, dict), "weights", self.weights, "term=weight pairs such as wr_pair=1,kd=0.5")
+            bad = {k: v for k, v in self.weights.items() if not (_is_number(v) and v >= 0)}
+            _check(not bad, "weights", bad, "finite numbers >= 0 for every term")
+        _check(isinstance(self.objective_options, dict), "objective_options", self.objective_options,
+               "name=value pairs such as window=10")
+
     def replace(self, **changes: Any) -> "DistillConfig":
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
         if unknown:
-            raise ValueError(f"unknown distillation option(s) {sorted(unknown)}; valid: {sorted(self.to_dict())}")
+            raise UserError(f"unknown distillation option(s) {sorted(unknown)}; valid: {sorted(self.to_dict())}")
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     def to_dict(self) -> dict[str, Any]:

@@ -14,8 +14,13 @@
   budget. Terms that need attention q/k/v run the teacher live.
 - Loss weights and the KD temperature can change between steps (``set_weight``,
   ``set_temperature``); every change is recorded in ``events.jsonl`` with its step.
-- Token-aligned objectives (CKD, PKD, TinyBERT, MiniLM, DistilBERT) need the teacher and the
-  student to tokenise identically; a mismatch is a clear error, checked up front.
+- ``tokenizer`` is the student's; ``teacher_tokenizer`` (default: the same) the teacher's. Each
+  model only ever reads ids of its own tokenizer. When they tokenise differently, objectives that
+  need only the teacher's logits (``kd``, ``ce``: example-aligned) get the teacher's outputs on
+  the same examples tokenised by the teacher's tokenizer; token-aligned objectives (CKD, PKD,
+  TinyBERT, MiniLM, DistilBERT), and any term reading the teacher's hidden states (which the
+  objectives pair with the student's attention mask), are refused up front with an error naming
+  both tokenizers.
 """
 from __future__ import annotations
 
@@ -26,12 +31,13 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ckdlab.data import DynamicPaddingCollator
+from ckdlab.data import DynamicPaddingCollator, tokenize_dataset
 from ckdlab.engine.balance import BALANCE_BATCHES, balanced_weights, check_scheme, measure
 from ckdlab.engine.callbacks import Callback
 from ckdlab.engine.config import DistillConfig, TrainConfig
 from ckdlab.engine.teacher_cache import TeacherCache
 from ckdlab.engine.trainer import Trainer
+from ckdlab.errors import UserError
 from ckdlab.models.outputs import ModelOutputs, forward_outputs, frozen_outputs
 from ckdlab.objectives.layer_map import resolve_layer_map
 from ckdlab.objectives.registry import REGISTRY, BuildContext, build_objectives, default_weights, parse_objective, term_needs
@@ -40,24 +46,45 @@ PROBE_TEXTS = ("The quick brown fox doesn't jump over 3 lazy dogs!", "Ünïcode 
 MODEL_OUTPUTS = frozenset({"hidden_states", "qkv"})
 
 
-class TokenizationMismatchError(ValueError):
+class TokenizationMismatchError(UserError):
     """Teacher and student tokenise differently, so token-aligned relations are undefined."""
 
 
-def check_same_tokenization(teacher_tokenizer: PreTrainedTokenizerBase, student_tokenizer: PreTrainedTokenizerBase) -> None:
-    """Raise unless both tokenizers map text to the same ids (same vocabulary, same rules)."""
+def describe_tokenizer(tokenizer: PreTrainedTokenizerBase) -> str:
+    """``BertTokenizerFast 'path' (30522 tokens)``: enough to tell two tokenizers apart in a message."""
+    return f"{type(tokenizer).__name__} '{tokenizer.name_or_path}' ({len(tokenizer)} tokens)"
+
+
+def tokenization_differences(teacher_tokenizer: PreTrainedTokenizerBase, student_tokenizer: PreTrainedTokenizerBase) -> list[str]:
+    """How the two tokenizers map text to ids differently (empty: they are interchangeable)."""
+    if teacher_tokenizer is student_tokenizer:
+        return []
     problems = []
     if teacher_tokenizer.get_vocab() != student_tokenizer.get_vocab():
         problems.append(f"vocabularies differ ({len(teacher_tokenizer)} vs {len(student_tokenizer)} entries)")
     for text in PROBE_TEXTS:
         if teacher_tokenizer(text)["input_ids"] != student_tokenizer(text)["input_ids"]:
             problems.append(f"'{text}' tokenises differently")
+    return problems
+
+
+def _mismatch(teacher_tokenizer: PreTrainedTokenizerBase, student_tokenizer: PreTrainedTokenizerBase, problems: list[str],
+              why: str) -> TokenizationMismatchError:
+    return TokenizationMismatchError(
+        f"teacher and student must share tokenisation {why}, but the teacher's tokenizer is "
+        f"{describe_tokenizer(teacher_tokenizer)} and the student's is {describe_tokenizer(student_tokenizer)}: "
+        f"{'; '.join(problems)}. Build the student from the teacher (a spec such as layers:0,2,4 or "
+        "config:L4-H256-A4-I1024), save it with the teacher's tokenizer, or use an objective that needs only the "
+        "teacher's logits (kd, ce)."
+    )
+
+
+def check_same_tokenization(teacher_tokenizer: PreTrainedTokenizerBase, student_tokenizer: PreTrainedTokenizerBase) -> None:
+    """Raise unless both tokenizers map text to the same ids (same vocabulary, same rules)."""
+    problems = tokenization_differences(teacher_tokenizer, student_tokenizer)
     if problems:
-        raise TokenizationMismatchError(
-            "teacher and student must share tokenisation for token-aligned objectives (CKD relations compare token "
-            f"i with token j in both models): {'; '.join(problems)}. Build the student from the teacher "
-            "(ckdlab.models.build_student) or save it with the teacher's tokenizer."
-        )
+        raise _mismatch(teacher_tokenizer, student_tokenizer, problems,
+                        "for token-aligned objectives (CKD relations compare token i with token j in both models)")
 
 
 class Distiller(Trainer):
@@ -105,8 +132,15 @@ class Distiller(Trainer):
         temperature = defaults.temperature if temperature is None else temperature
         self.objective_names = parse_objective(objective)
         self.default_weights = default_weights(self.objective_names)
-        if teacher_tokenizer is not None and any(REGISTRY[n].token_aligned for n in self.objective_names):
-            check_same_tokenization(teacher_tokenizer, tokenizer)
+        # None: the teacher reads the student's ids (one tokenisation); else the teacher's own tokenizer.
+        self.teacher_tokenizer: PreTrainedTokenizerBase | None = None
+        problems = tokenization_differences(teacher_tokenizer, tokenizer) if teacher_tokenizer is not None else []
+        if problems:
+            aligned = [n for n in self.objective_names if REGISTRY[n].token_aligned]
+            if aligned:
+                raise _mismatch(teacher_tokenizer, tokenizer, problems,
+                                f"for the token-aligned objective(s) {'+'.join(aligned)} (they compare the models token by token)")
+            self.teacher_tokenizer = teacher_tokenizer
         self.layer_map = resolve_layer_map(layer_map or defaults.layer_map, teacher.config.num_hidden_layers,
                                            student.config.num_hidden_layers)
         super().__init__(
@@ -133,6 +167,16 @@ class Distiller(Trainer):
         self.cache_budget_bytes = int(cache_budget_gb * 1024**3)
         self.cache_all_layers = cache_all_layers
         self.teacher_cache = teacher_cache
+        self._check_separate_tokenization(term_needs(self.weights, self.objective_names))
+
+    def _check_separate_tokenization(self, needs: Iterable[str]) -> None:
+        """With two tokenizations only the teacher's logits are example-aligned: the objectives pair
+        teacher hidden states with the student's attention mask, position by position."""
+        if self.teacher_tokenizer is not None and set(needs) & MODEL_OUTPUTS:
+            readers = [n for n in self.objective_names if term_needs(self.weights, [n]) & MODEL_OUTPUTS]
+            raise _mismatch(self.teacher_tokenizer, self.tokenizer, tokenization_differences(self.teacher_tokenizer, self.tokenizer),
+                            f"for objective(s) {'+'.join(readers)}, which read the teacher's hidden states with the "
+                            "student's attention mask")
 
     @property
     def student(self) -> PreTrainedModel:
@@ -172,6 +216,12 @@ class Distiller(Trainer):
         return sorted({t for t, _ in self.layer_map} | extra)
 
     def _after_setup(self) -> None:
+        self.teacher_tokenized = self.train_tokenized
+        self._teacher_collator = DynamicPaddingCollator(self.teacher_tokenizer or self.tokenizer)
+        if self.teacher_tokenizer is not None:
+            # The same examples, in the same row order, in the teacher's own ids.
+            self.teacher_tokenized = tokenize_dataset(self.train_raw, self.teacher_tokenizer, self.task,
+                                                      max_length=self.config.max_length)
         self.teacher.to(self.accelerator.device)
         self.objectives.to(self.accelerator.device)
         labels = torch.as_tensor(self.train_tokenized["labels"]) if "labels" in self.train_tokenized.column_names else None
@@ -192,7 +242,7 @@ class Distiller(Trainer):
                 if TeacherCache.estimate_bytes(lengths, len(every), self.teacher.config.hidden_size) <= self.cache_budget_bytes:
                     layers = every
             self.teacher_cache = TeacherCache.build(
-                self.teacher, self.train_tokenized, DynamicPaddingCollator(self.tokenizer), layers,
+                self.teacher, self.teacher_tokenized, self._teacher_collator, layers,
                 batch_size=self.config.eval_batch_size, budget_bytes=self.cache_budget_bytes,
                 progress=self.config.progress,
             )
@@ -230,11 +280,17 @@ class Distiller(Trainer):
     # ----------------------------------------------------------------- the loss
     def teacher_outputs(self, batch: dict[str, torch.Tensor], needs: Iterable[str]) -> ModelOutputs:
         needs = frozenset(needs)
+        self._check_separate_tokenization(needs)
         cache = self.teacher_cache
         mapped = self.mapped_teacher_layers(needs)
         if cache is not None and "qkv" not in needs and set(mapped) <= set(cache.layers):
             return cache.lookup(batch["row"], batch["attention_mask"], layers=mapped)
-        return frozen_outputs(self.teacher, self.model_inputs(batch), needs & MODEL_OUTPUTS)
+        if self.teacher_tokenizer is None:
+            return frozen_outputs(self.teacher, self.model_inputs(batch), needs & MODEL_OUTPUTS)
+        rows = batch["row"].tolist()
+        own = self._teacher_collator([self.teacher_tokenized[int(row)] for row in rows])
+        inputs = {key: value.to(batch["row"].device) for key, value in self.model_inputs(own).items()}
+        return frozen_outputs(self.teacher, inputs, needs & MODEL_OUTPUTS)
 
     def compute_terms(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         active = self._active()

@@ -7,8 +7,11 @@ What the loop does, in order: seeds everything; tokenises once (dynamic padding 
 AdamW with linear warm-up/decay (no decay on biases and LayerNorm); gradient clipping;
 evaluation every ``eval_every`` steps (or each epoch) with the best-on-dev model saved through
 ``save_pretrained``; a checkpoint (``accelerator.save_state`` + loop state) every ``save_every``
-steps and at the end, from which ``train(resume=True)`` continues after an interruption;
-tidy CSV and TensorBoard logs; a NaN/inf guard naming the loss term and step.
+steps and at the end, from which ``train(resume=True)`` continues after an interruption
+(written atomically, see :mod:`ckdlab.engine.checkpoints`); Ctrl-C finishes the current step,
+checkpoints and raises :class:`~ckdlab.engine.interrupt.TrainingInterrupted`; tidy CSV and
+TensorBoard logs, created when training starts (building a trainer writes nothing to disk); a
+NaN/inf guard naming the loss term and step.
 
 It can also be driven one step at a time (:meth:`step`) so that a notebook widget can run it
 without blocking the kernel and change loss weights between steps (:meth:`set_weight`).
@@ -42,18 +45,33 @@ from ckdlab.data import (
     load_task,
     tokenize_dataset,
 )
+from ckdlab.engine import checkpoints
 from ckdlab.engine.callbacks import Callback
 from ckdlab.engine.config import TrainConfig
+from ckdlab.engine.interrupt import DeferredInterrupt, TrainingInterrupted
 from ckdlab.engine.logger import RunLogger
+from ckdlab.errors import UserError
 from ckdlab.io import atomic_directory, atomic_write_json
 from ckdlab.models.heads import set_label_names, task_loss
 from ckdlab.models.outputs import model_inputs
 
-STATE_FILE = "trainer_state.json"
+STATE_FILE = checkpoints.STATE_FILE
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(UserError, FloatingPointError):
     """A loss term became NaN or inf; the message names the term and the step."""
+
+
+def task_splits(task: Any, config: TrainConfig, data_dir: str | Path | None = None) -> tuple[Any, dict[str, Any]]:
+    """``(train, {dev split name: dataset})`` of ``task`` as a run with ``config`` reads them (seeded
+    subsets of ``train_limit`` / ``dev_limit``; MNLI has two dev splits). Loading them before a run
+    folder is opened makes a data error fail the run before anything is written."""
+    spec = get_task(task) if isinstance(task, str) else task
+    train = load_task(spec.name, "train", data_dir=data_dir, limit=config.train_limit, seed=config.seed)
+    splits = {"dev": "dev"} if spec.name != "mnli" else {"dev_matched": "dev_matched", "dev_mismatched": "dev_mismatched"}
+    dev = {key: load_task(spec.name, split, data_dir=data_dir, limit=config.dev_limit, seed=config.seed)
+           for key, split in splits.items()}
+    return train, dev
 
 
 class Trainer:
@@ -93,7 +111,7 @@ class Trainer:
             mixed_precision=self.config.mixed_precision,
             dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=self.config.seed),
         )
-        self.logger = RunLogger(self.out_dir or ".", enabled=self.out_dir is not None and self.accelerator.is_main_process)
+        self._logger: RunLogger | None = None
         self._train_dataset = train_dataset
         self._dev_datasets = dev_datasets
         self.global_step = 0
@@ -107,7 +125,14 @@ class Trainer:
         self._is_setup = False
         self._iterator = None
         self._started = False  # a fresh run calls _before_first_step once; a resumed one never
-        
+
+    @property
+    def logger(self) -> RunLogger:
+        """The run's logs, created on first use: building a trainer writes nothing to disk."""
+        if self._logger is None:
+            self._logger = RunLogger(self.out_dir or ".", enabled=self.out_dir is not None and self.accelerator.is_main_process)
+        return self._logger
+
     # ----------------------------------------------------------------- data and setup
     def _train_split(self):
         if self._train_dataset is not None:
@@ -117,11 +142,7 @@ class Trainer:
     def _dev_splits(self) -> dict[str, Any]:
         if self._dev_datasets is not None:
             return self._dev_datasets
-        splits = {"dev": "dev"} if self.task.name != "mnli" else {"dev_matched": "dev_matched", "dev_mismatched": "dev_mismatched"}
-        return {
-            key: load_task(self.task.name, split, data_dir=self.data_dir, limit=self.config.dev_limit, seed=self.config.seed)
-            for key, split in splits.items()
-        }
+        return task_splits(self.task, self.config, self.data_dir)[1]
 
     def trainable_modules(self) -> list[torch.nn.Module]:
         """Modules whose parameters the optimiser updates (a distiller adds projections)."""
@@ -133,7 +154,8 @@ class Trainer:
         cfg = self.config
         set_seed(cfg.seed)
         collator = DynamicPaddingCollator(self.tokenizer)
-        train = tokenize_dataset(self._train_split(), self.tokenizer, self.task, max_length=cfg.max_length)
+        self.train_raw = self._train_split()
+        train = tokenize_dataset(self.train_raw, self.tokenizer, self.task, max_length=cfg.max_length)
         # Each batch carries its rows so that per-example caches (teacher outputs) can be looked up.
         train = train.add_column("row", list(range(len(train))))
         self.train_tokenized = train
@@ -339,20 +361,19 @@ class Trainer:
 
     def save_checkpoint(self) -> Path:
         assert self.out_dir is not None, "checkpoints need an out_dir"
-        path = self.out_dir / "checkpoint"
-        with atomic_directory(path) as tmp:
-            self.accelerator.save_state(str(tmp))
-            atomic_write_json(tmp / STATE_FILE, self._loop_state())
-        return path
+        return checkpoints.save(self.accelerator, self.out_dir, self._loop_state())
 
     def load_checkpoint(self) -> bool:
-        """Restore model, optimiser, scheduler, RNG and loop state; False when there is none."""
-        if self.out_dir is None or not (self.out_dir / "checkpoint" / STATE_FILE).exists():
+        """Restore model, optimiser, scheduler, RNG and loop state; False when there is none. An
+        unreadable checkpoint is a :class:`~ckdlab.errors.UserError` naming the file."""
+        if self.out_dir is not None and self.accelerator.is_main_process:
+            checkpoints.recover_run_folder(self.out_dir)
+        self.accelerator.wait_for_everyone()
+        path = checkpoints.find_checkpoint(self.out_dir)
+        if path is None:
             return False
         self.setup()
-        path = self.out_dir / "checkpoint"
-        self.accelerator.load_state(str(path))
-        state = json.loads((path / STATE_FILE).read_text())
+        state = checkpoints.load(self.accelerator, path)
         self.global_step, self.epoch = state["global_step"], state["epoch"]
         self.batches_into_epoch = state["batches_into_epoch"]
         self.best_score = state["best_score"] if state["best_score"] is not None else -math.inf
@@ -363,6 +384,13 @@ class Trainer:
         self.logger.truncate_after(self.global_step)
         self.logger.log_event(self.global_step, "resumed", checkpoint=str(path))
         return True
+
+    def _stop_on_interrupt(self) -> None:
+        """Checkpoint the completed step and raise :class:`TrainingInterrupted` (Ctrl-C in :meth:`train`)."""
+        checkpoint = self.save_checkpoint() if self.out_dir is not None else None
+        self.logger.log_event(self.global_step, "interrupted")
+        self.logger.close()
+        raise TrainingInterrupted(self.global_step, checkpoint)
 
     # ----------------------------------------------------------------- the whole run
     def _maybe_evaluate(self, force: bool = False) -> dict[str, float] | None:
@@ -398,14 +426,18 @@ class Trainer:
             total=self.total_steps, initial=self.global_step, desc=f"{self.task.name}", disable=not (self.config.progress and self.accelerator.is_local_main_process), leave=False
         )
         last_metrics: dict[str, float] | None = None
-        while self.global_step < target and not self.stop_requested:
-            logs = self.step()
-            progress.update(1)
-            progress.set_postfix(loss=f"{logs['loss']:.4f}")
-            metrics = self._maybe_evaluate()
-            last_metrics = metrics or last_metrics
-            if self.out_dir is not None and self.config.save_every and self.global_step % self.config.save_every == 0:
-                self.save_checkpoint()
+        with DeferredInterrupt() as interrupt:
+            while self.global_step < target and not self.stop_requested:
+                logs = self.step()
+                progress.update(1)
+                progress.set_postfix(loss=f"{logs['loss']:.4f}")
+                metrics = self._maybe_evaluate()
+                last_metrics = metrics or last_metrics
+                if self.out_dir is not None and self.config.save_every and self.global_step % self.config.save_every == 0:
+                    self.save_checkpoint()
+                if interrupt.requested and self.global_step < self.total_steps:
+                    progress.close()
+                    self._stop_on_interrupt()
         progress.close()
         finished = self.global_step >= self.total_steps
         if finished and self.last_eval_step != self.global_step:

@@ -19,6 +19,12 @@ anything else             A hub id (``bert-base-uncased``) or a local directory 
 
 With ``num_labels`` given, the model carries a sequence classification head
 (``num_labels=1`` is regression with MSE, as in transformers); without, it is the bare encoder.
+
+A name that is neither embedded, nor an existing folder, nor available from the hub, a folder
+without weights or tokenizer, a truncated weights file, or a folder whose classification head has
+another number of labels than asked is a :class:`ModelLoadError` (a :class:`~ckdlab.errors.UserError`)
+naming the model or file and the fix. :func:`check_model_source` runs the same checks without
+loading any weights, so a run can refuse a bad model before it trains anything.
 """
 from __future__ import annotations
 
@@ -28,12 +34,14 @@ from pathlib import Path
 
 import torch
 from transformers import (
+    AutoConfig,
     AutoModel,
     AutoModelForSequenceClassification,
     AutoTokenizer,
     BertConfig,
     BertForSequenceClassification,
     BertModel,
+    PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
@@ -41,10 +49,17 @@ from transformers import (
 # Importing the BiLSTM registers its model_type with the Auto classes, so that a saved BiLSTM
 # folder loads through the same AutoModel* calls as any BERT below.
 from ckdlab.models import bilstm as _bilstm  # noqa: F401
+from ckdlab.errors import UserError
 from ckdlab.models.heads import add_classification_head
 
 EMBEDDED_NAMES = ("minilm-l6", "tiny-random", "me5-small")
 TINY_RANDOM_SEED = 1234
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "sentencepiece.bpe.model", "spiece.model")
+
+
+class ModelLoadError(UserError, FileNotFoundError):
+    """A model (name, folder or file) cannot be loaded; the message names it and the fix."""
 
 
 def minilm_path() -> Path:
@@ -130,6 +145,10 @@ def load_backbone(
             return encoder, tokenizer
         return add_classification_head(encoder, num_labels), tokenizer
     source = resolve_name(name_or_path)
+    if name not in EMBEDDED_NAMES:
+        check_model_source(source)
+        if num_labels is not None:
+            check_head(source, num_labels)
     tokenizer = load_tokenizer(name_or_path) if name in EMBEDDED_NAMES else _from_pretrained(AutoTokenizer, source)
     if num_labels is None:
         model = _from_pretrained(AutoModel, source)
@@ -138,22 +157,116 @@ def load_backbone(
     return model, tokenizer
 
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "sentencepiece.bpe.model", "spiece.model")
+def _looks_local(name: str) -> bool:
+    """A path the user meant as a folder (hub ids are ``name`` or ``org/name``)."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
+
+
+def _not_loadable(name: str, err: BaseException | None = None) -> ModelLoadError:
+    detail = f" ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})" if err is not None else ""
+    return ModelLoadError(
+        f"Could not load '{name}': it is not an embedded model ({', '.join(EMBEDDED_NAMES)}), not an existing "
+        f"folder, and the Hugging Face hub could not provide it{detail}. Pass an embedded name, a folder saved with "
+        f"save_pretrained (e.g. a run's best/), or a hub id with network access (HF_HUB_OFFLINE="
+        f"{os.environ.get('HF_HUB_OFFLINE', 'unset')})."
+    )
+
+
+def _check_weights(path: Path) -> None:
+    """A weights file that cannot be read (e.g. truncated by a full disk or an interrupted copy)."""
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), "pt") as handle:
+                handle.keys()
+        elif path.stat().st_size == 0:
+            raise OSError("the file is empty")
+    except Exception as err:  # safetensors raises its own SafetensorError for a truncated or corrupt header
+        raise ModelLoadError(
+            f"the weights file {path} is unreadable ({type(err).__name__}: {err}); it is truncated or corrupt. "
+            "Save or copy the model again (a ckdlab run writes it again when you rerun its command with --no-resume)."
+        ) from err
+
+
+def check_model_source(name_or_path: str | os.PathLike, what: str = "model") -> None:
+    """Check, without loading weights, that ``name_or_path`` can be loaded: an embedded name, a folder
+    with ``config.json``, readable weights and a tokenizer, or a hub id the hub (or its cache) has."""
+    name = str(name_or_path)
+    if name in EMBEDDED_NAMES:
+        return
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(f"{what} folder {path} has no config.json; pass a folder saved with save_pretrained "
+                                 "(e.g. a run's best/)")
+        weights = next((path / f for f in WEIGHT_FILES if (path / f).is_file()), None)
+        if weights is None:
+            raise ModelLoadError(f"{what} folder {path} has no {' or '.join(WEIGHT_FILES[:2])}; pass a folder saved with "
+                                 "save_pretrained (e.g. a run's best/)")
+        _check_weights(weights)
+        if not any((path / f).exists() for f in TOKENIZER_FILES):
+            raise ModelLoadError(
+                f"{what} folder {path} holds a model but no tokenizer (none of {', '.join(TOKENIZER_FILES)}). Save the "
+                f"tokenizer beside it (tokenizer.save_pretrained('{path}')), as ckdlab's own runs do."
+            )
+        return
+    if path.exists():
+        raise ModelLoadError(f"{what} {path} is a file, not a model folder; pass the folder that holds config.json")
+    if _looks_local(name):
+        raise ModelLoadError(f"{what} folder {name} does not exist; pass an existing folder saved with save_pretrained "
+                             f"(e.g. a run's best/), an embedded name ({', '.join(EMBEDDED_NAMES)}) or a hub id")
+    try:
+        AutoConfig.from_pretrained(name)
+    except (OSError, ValueError) as err:
+        raise _not_loadable(name, err) from err
+
+
+def backbone_config(name_or_path: str | os.PathLike) -> PretrainedConfig | None:
+    """The architecture config of a model without loading its weights (None for ``me5-small``,
+    whose config exists only after its conversion)."""
+    name = str(name_or_path)
+    if name == "me5-small":
+        return None
+    if name == "tiny-random":
+        return tiny_random_config(len(load_tokenizer(name)))
+    check_model_source(name)
+    return AutoConfig.from_pretrained(resolve_name(name))
+
+
+def head_labels(config: PretrainedConfig) -> tuple[int, tuple[str, ...]] | None:
+    """``(outputs, label names)`` of a saved classifier's head; None for a bare encoder."""
+    if not any(arch.endswith("ForSequenceClassification") for arch in getattr(config, "architectures", None) or ()):
+        return None
+    names = tuple(str(config.id2label[i]) for i in sorted(config.id2label)) if config.id2label else ()
+    return config.num_labels, names
+
+
+def check_head(source: str | os.PathLike, num_labels: int) -> None:
+    """A local classifier keeps its head: refuse one with another number of outputs than ``num_labels``
+    (transformers would fail deep inside, or silently re-initialise the head)."""
+    if not Path(source).is_dir():
+        return
+    head = head_labels(AutoConfig.from_pretrained(source))
+    if head is not None and head[0] != num_labels:
+        wanted = "1 output (a regression score)" if num_labels == 1 else f"{num_labels} classes"
+        raise ModelLoadError(
+            f"model folder {source} has a classification head with {head[0]} output(s) (labels {list(head[1])}), but "
+            f"this task needs {wanted}; pass a model fine-tuned on this task, or its base model to fine-tune it"
+        )
 
 
 def _from_pretrained(auto_class, source, **kwargs):
     if auto_class is AutoTokenizer and Path(source).is_dir() and not any((Path(source) / f).exists() for f in TOKENIZER_FILES):
         # transformers would otherwise return a tokenizer with an empty vocabulary, which fails
         # much later and far from the cause.
-        raise FileNotFoundError(
+        raise ModelLoadError(
             f"'{source}' holds a model but no tokenizer (none of {', '.join(TOKENIZER_FILES)}). Save the "
             f"tokenizer beside it (tokenizer.save_pretrained('{source}')), as ckdlab's own runs do."
         )
     try:
         return auto_class.from_pretrained(source, **kwargs)
     except OSError as err:
-        raise OSError(
-            f"Could not load '{source}'. Use an embedded name ({', '.join(EMBEDDED_NAMES)}), a local folder "
-            f"with config.json, or a Hugging Face hub id with network access (this machine may be offline: "
-            f"HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', 'unset')}). Original error: {err}"
-        ) from err
+        if Path(source).is_dir():
+            raise ModelLoadError(f"cannot load the model folder {source}: {err}; save it again with save_pretrained") from err
+        raise _not_loadable(str(source), err) from err

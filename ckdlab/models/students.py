@@ -33,6 +33,7 @@ import re
 import torch
 from transformers import BertConfig, BertForSequenceClassification, BertModel, PreTrainedModel
 
+from ckdlab.errors import UserError
 from ckdlab.models.bilstm import BILSTM_MODEL_TYPE, build_bilstm_student
 
 _CONFIG_RE = re.compile(r"^L(\d+)-H(\d+)(?:-A(\d+))?(?:-I(\d+))?$", re.IGNORECASE)
@@ -46,7 +47,7 @@ def select_layers(spec: str, n_teacher_layers: int) -> list[int]:
         try:
             layers = [int(x) for x in arg.split(",") if x.strip()]
         except ValueError as err:
-            raise ValueError(f"student spec '{spec}': expected 'layers:i,j,k' with integers") from err
+            raise UserError(f"student spec '{spec}': expected 'layers:i,j,k' with integers") from err
     elif kind == "first":
         layers = list(range(_positive_int(spec, arg)))
     elif kind == "every-other":
@@ -54,27 +55,27 @@ def select_layers(spec: str, n_teacher_layers: int) -> list[int]:
     elif kind == "skip":
         k = _positive_int(spec, arg)
         if n_teacher_layers % k:
-            raise ValueError(f"student spec '{spec}': skip:k needs k to divide the teacher's {n_teacher_layers} layers")
+            raise UserError(f"student spec '{spec}': skip:k needs k to divide the teacher's {n_teacher_layers} layers")
         step = n_teacher_layers // k
         layers = [step * (j + 1) - 1 for j in range(k)]
     else:
-        raise ValueError(
+        raise UserError(
             f"unknown student spec '{spec}'. Use layers:0,2,4 | first:k | every-other | skip:k | config:L4-H256-A4-I1024 "
             "| bilstm:L2-H300-E300"
         )
     if not layers:
-        raise ValueError(f"student spec '{spec}' selects no layers")
+        raise UserError(f"student spec '{spec}' selects no layers")
     bad = [i for i in layers if not 0 <= i < n_teacher_layers]
     if bad:
-        raise ValueError(f"student spec '{spec}': layers {bad} out of range 0..{n_teacher_layers - 1}")
+        raise UserError(f"student spec '{spec}': layers {bad} out of range 0..{n_teacher_layers - 1}")
     if sorted(set(layers)) != layers:
-        raise ValueError(f"student spec '{spec}': layers must be strictly increasing")
+        raise UserError(f"student spec '{spec}': layers must be strictly increasing")
     return layers
 
 
 def _positive_int(spec: str, arg: str) -> int:
     if not arg.strip().isdigit() or int(arg) < 1:
-        raise ValueError(f"student spec '{spec}': expected a positive integer after ':'")
+        raise UserError(f"student spec '{spec}': expected a positive integer after ':'")
     return int(arg)
 
 
@@ -82,12 +83,17 @@ def parse_config_spec(spec: str, teacher_config: BertConfig) -> BertConfig:
     """``'L4-H256-A4-I1024'`` -> a BertConfig; heads default to hidden/64, FFN to 4 x hidden."""
     match = _CONFIG_RE.match(spec.strip())
     if not match:
-        raise ValueError(f"student config spec '{spec}': expected the form L4-H256-A4-I1024 (A and I optional)")
+        raise UserError(f"student config spec '{spec}': expected the form L4-H256-A4-I1024 (A and I optional)")
     layers, hidden = int(match[1]), int(match[2])
     heads = int(match[3]) if match[3] else max(1, hidden // 64)
     ffn = int(match[4]) if match[4] else 4 * hidden
+    zero = [name for name, value in (("L (layers)", layers), ("H (hidden size)", hidden), ("A (heads)", heads),
+                                      ("I (FFN size)", ffn)) if value < 1]
+    if zero:
+        raise UserError(f"student config spec '{spec}': {', '.join(zero)} must be at least 1")
     if hidden % heads:
-        raise ValueError(f"student config spec '{spec}': hidden size {hidden} is not divisible by {heads} heads")
+        raise UserError(f"student config spec '{spec}': hidden size {hidden} is not divisible by {heads} heads; choose "
+                        f"H a multiple of A (e.g. L{layers}-H{max(heads, hidden - hidden % heads)}-A{heads})")
     config = copy.deepcopy(teacher_config)
     config.num_hidden_layers, config.hidden_size = layers, hidden
     config.num_attention_heads, config.intermediate_size = heads, ffn
@@ -134,7 +140,7 @@ def fresh_student(
     if init == "bert":
         return student
     if init != "slice":
-        raise ValueError(f"init='{init}' is not known; use 'bert' or 'slice'")
+        raise UserError(f"init='{init}' is not known; use 'bert' or 'slice'")
     source = teacher.state_dict()
     new_state = {}
     for key, value in student.state_dict().items():
@@ -142,7 +148,7 @@ def fresh_student(
             continue
         teacher_value = source[key]
         if teacher_value.dim() != value.dim() or any(s > t for s, t in zip(value.shape, teacher_value.shape)):
-            raise ValueError(f"init='slice' needs a student no larger than the teacher in every dimension ({key})")
+            raise UserError(f"init='slice' needs a student no larger than the teacher in every dimension ({key})")
         new_state[key] = teacher_value[tuple(slice(0, s) for s in value.shape)].detach().clone()
     student.load_state_dict(new_state, strict=False)
     return student

@@ -9,8 +9,8 @@ from typing import Any
 import pandas as pd
 
 from ckdlab.data import get_task
-from ckdlab.profiles import load_profile
 from ckdlab.workspace import finetune_teacher, teacher_dir
+from ckdlab.workspace.teachers import checked_profile
 from ckdlab.workspace.runs import SUMMARY_FILE
 
 
@@ -34,7 +34,7 @@ def teacher_summary(task: str, profile: str = "quick", folder: str | Path | None
 def finetune_teachers(tasks: Iterable[str] | None = None, profile: str = "quick", data_dir: str | Path | None = None,
                       reuse: bool = True) -> pd.DataFrame:
     """Fine-tune (or, with ``reuse``, find) one teacher per task; a tidy table of their best dev scores."""
-    prof = load_profile(profile)
+    prof = checked_profile(profile)
     rows = []
     for task in tasks or prof["tasks"]:
         name = get_task(task).name

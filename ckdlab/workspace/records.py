@@ -19,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 
+from ckdlab.errors import UserError
 from ckdlab.io import atomic_write_json
 
 RECORD_FIELDS = ("run_id", "config_id", "kind", "profile", "task", "teacher", "student", "method", "seed", "score", "wall_time_s")
@@ -50,6 +51,19 @@ def record_run(record: dict[str, Any], results_dir: str | os.PathLike) -> Path:
     record.setdefault("time", _dt.datetime.now().isoformat(timespec="seconds"))
     record.setdefault("git_commit", git_commit())
     return atomic_write_json(record_path(results_dir, record["run_id"]), record)
+
+
+def save_record(record: dict[str, Any], results_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
+    """:func:`record_run`, turning a failure to write (a full disk, a folder made read-only meanwhile)
+    into a UserError that says the trained model is safe and how to record it."""
+    try:
+        return record_run(record, results_dir)
+    except OSError as err:
+        raise UserError(
+            f"the run finished and its model is saved in {out_dir}, but its record could not be written to "
+            f"{Path(results_dir) / 'records'} ({err.strerror or type(err).__name__}). Free space or fix that folder "
+            "(CKDLAB_RESULTS), then run the same command again: a finished run is recorded without training again."
+        ) from err
 
 
 def read_record(path: str | os.PathLike) -> dict[str, Any] | None:

@@ -13,6 +13,12 @@ which are not part of the identity). :func:`open_run` decides what a new request
 
 Default run folders carry the identity in their name (``seed0-1a2b3c4d``), so changing a setting
 gives a fresh folder instead of an error; an explicit ``--out`` is checked strictly.
+
+:func:`plan_run` makes the same decision without writing anything, so a study can check a
+folder before it loads models or data; :func:`check_writable` probes a folder and, with
+``create=False``, leaves the file system as it found it. :func:`guard_new_run` removes what a new
+run wrote when it fails before its first checkpoint, so a failed command leaves no half-written
+run folder behind.
 """
 from __future__ import annotations
 
@@ -21,7 +27,8 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -137,25 +144,46 @@ def discard_run(folder: str | os.PathLike) -> None:
             path.unlink()
 
 
-def check_writable(folder: str | os.PathLike, option: str = "--out") -> Path:
-    """Create ``folder`` and prove it writable now, before any training (a clear error otherwise)."""
-    folder = Path(folder)
+def check_writable(folder: str | os.PathLike, option: str = "--out", create: bool = True, fix: str | None = None) -> Path:
+    """Prove now, before any training, that files can be written into ``folder`` (a :class:`UserError`
+    naming ``option`` otherwise). ``create=False`` removes again any folder the probe had to create."""
+    folder = Path(folder).expanduser()
+    missing = []
+    parent = folder
+    while not parent.exists() and parent != parent.parent:
+        missing.append(parent)
+        parent = parent.parent
     try:
+        if parent.exists() and not parent.is_dir():
+            raise NotADirectoryError(20, f"{parent} is a file")
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / f".ckdlab-write-test-{os.getpid()}"
         probe.write_text("ok", encoding="utf-8")
         probe.unlink()
     except OSError as err:
         reason = err.strerror or type(err).__name__
-        raise UserError(f"{option} {folder} is not a writable folder ({reason}); choose another {option}") from err
+        if isinstance(err, NotADirectoryError) or (parent.exists() and not parent.is_dir()):
+            reason = f"{parent} is a file, not a folder"
+        raise UserError(f"{option} {folder} is not a writable folder ({reason}); {fix or f'choose another {option}'}") from err
+    finally:
+        if not create:
+            for created in missing:  # deepest first
+                if created.is_dir() and not any(created.iterdir()):
+                    created.rmdir()
     return folder
 
 
-def open_run(folder: str | os.PathLike, identity: RunIdentity, resume: bool = True, option: str = "--out") -> str:
-    """Prepare ``folder`` for the run ``identity``: ``"new"``, ``"resume"`` or ``"finished"`` (see the
-    module docstring). Writes ``run.json`` for a new run; raises :class:`UserError` on a conflict."""
-    folder = check_writable(folder, option)
-    stored = read_identity(folder) if resume else None
+def check_results_writable(results_dir: str | os.PathLike) -> None:
+    """Prove before a run trains that its record can be written (a UserError naming the folder otherwise)."""
+    check_writable(Path(results_dir) / "records", "the results folder", create=False,
+                   fix="set CKDLAB_RESULTS to a writable folder, or pass record=False to keep the run without a record")
+
+
+def plan_run(folder: str | os.PathLike, identity: RunIdentity, resume: bool = True, option: str = "--out") -> str:
+    """What :func:`open_run` would decide for ``folder`` (``"new"``, ``"resume"``, ``"finished"``, or a
+    :class:`UserError` for a folder holding another run), without writing anything."""
+    folder = Path(folder)
+    stored = read_identity(folder) if resume and folder.is_dir() else None
     if stored is not None:
         if stored["run_id"] == identity.run_id:
             return "finished" if is_finished(folder) else "resume"
@@ -163,12 +191,49 @@ def open_run(folder: str | os.PathLike, identity: RunIdentity, resume: bool = Tr
             f"{option} {folder} holds another run ({describe_difference(stored, identity.to_json())}). Use another "
             f"{option} for this run, or add --no-resume (resume=False) to discard the old one."
         )
-    if resume and any((folder / name).exists() for name in RUN_ENTRIES):
+    if resume and folder.is_dir() and any((folder / name).exists() for name in RUN_ENTRIES):
         raise UserError(
             f"{option} {folder} holds run files but no {IDENTITY_FILE} (an older ckdlab made them, or a run was copied "
             f"without it), so whether it is this run cannot be checked. Use another {option}, or add --no-resume "
             "(resume=False) to discard them."
         )
+    return "new"
+
+
+def existing_ancestor(folder: str | os.PathLike) -> Path:
+    """``folder`` itself when it exists, else its nearest existing parent (what a failed run must not remove)."""
+    folder = Path(folder).expanduser().absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return folder
+
+
+@contextmanager
+def guard_new_run(folder: str | os.PathLike, state: str, existed: str | os.PathLike) -> Iterator[None]:
+    """Around the training of a run opened as ``state``: when a new run fails (any exception but an
+    interruption) before it wrote a checkpoint, remove what it wrote, and the folders it created up
+    to ``existed`` (:func:`existing_ancestor` taken before the run was opened), so nothing
+    half-written is left to be mistaken for a run."""
+    try:
+        yield
+    except Exception:
+        folder = Path(folder).expanduser().absolute()
+        if state == "new" and not (folder / "checkpoint").exists():
+            discard_run(folder)
+            keep = Path(existed).absolute()
+            while folder != keep and keep in folder.parents and folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+                folder = folder.parent
+        raise
+
+
+def open_run(folder: str | os.PathLike, identity: RunIdentity, resume: bool = True, option: str = "--out") -> str:
+    """Prepare ``folder`` for the run ``identity``: ``"new"``, ``"resume"`` or ``"finished"`` (see the
+    module docstring). Writes ``run.json`` for a new run; raises :class:`UserError` on a conflict."""
+    folder = check_writable(folder, option)
+    state = plan_run(folder, identity, resume, option)
+    if state != "new":
+        return state
     discard_run(folder)
     atomic_write_json(folder / IDENTITY_FILE, identity.to_json())
     return "new"

@@ -4,6 +4,11 @@ A teacher run lives in ``runs/<profile>/teachers/<task>-<id>/`` (``best/`` holds
 where ``<id>`` comes from the run's identity (the profile's ``finetune`` settings for the task,
 the base model, the data files, the seed), so a changed setting trains a new teacher beside the
 old one instead of silently reusing it.
+
+Everything a run can be refused for is checked before its folder is opened: the options, the
+model (:func:`~ckdlab.models.backbones.check_model_source`), the results folder, and the data
+(every split is read and validated first). A teacher given for a task must have been fine-tuned
+for that task's labels (:func:`check_teacher`).
 """
 from __future__ import annotations
 
@@ -14,17 +19,31 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoConfig, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
-from ckdlab.data import get_task, task_source
-from ckdlab.engine import TrainConfig, finetune
-from ckdlab.errors import UserError
+from ckdlab.data import TaskSpec, get_task, task_source
+from ckdlab.engine import TrainConfig, Trainer
+from ckdlab.engine.trainer import task_splits
+from ckdlab.errors import UserError, user_input
 from ckdlab.io import atomic_write_json
 from ckdlab.models import EMBEDDED_NAMES, load_backbone, size_summary
+from ckdlab.models.backbones import backbone_config, check_model_source, head_labels
 from ckdlab.profiles import load_profile, profile_config
 from ckdlab.workspace.folders import results_dir, runs_dir
-from ckdlab.workspace.records import record_path, record_run
-from ckdlab.workspace.runs import IDENTITY_FILE, SUMMARY_FILE, RunIdentity, is_finished, open_run, package_version
+from ckdlab.workspace.records import record_path, save_record
+from ckdlab.workspace.runs import (
+    SUMMARY_FILE,
+    RunIdentity,
+    check_results_writable,
+    check_writable,
+    existing_ancestor,
+    guard_new_run,
+    is_finished,
+    open_run,
+    package_version,
+    plan_run,
+    read_identity,
+)
 
 # Training options that change logs and progress output, never the trained model.
 COSMETIC_OPTIONS = ("progress", "log_every", "save_every")
@@ -37,10 +56,37 @@ def training_identity(config: TrainConfig) -> dict[str, Any]:
     return {k: v for k, v in config.to_dict().items() if k not in COSMETIC_OPTIONS and k != "seed"}
 
 
+def checked_profile(profile: str | Path | dict) -> dict[str, Any]:
+    """:func:`ckdlab.profiles.load_profile`, its errors named by ``--profile``."""
+    with user_input("--profile", (ValueError, FileNotFoundError)):
+        return load_profile(profile)
+
+
+def _inside(path: str, folder: Path) -> bool:
+    return folder == Path(path).resolve() or folder in Path(path).resolve().parents
+
+
+def data_sources(task: str, splits: tuple[str, ...], data_dir: str | Path | None) -> dict[str, dict[str, Any]]:
+    """Where each split is read from (:func:`ckdlab.data.task_source`: file and path, or hub split).
+    With an explicit ``data_dir`` every split must be in it: a split found only in another data
+    root (or on the hub) would silently mix two copies of the data, so that is a UserError."""
+    sources = {split: task_source(task, split, data_dir) for split in splits}
+    if data_dir is not None:
+        root = Path(data_dir).expanduser().resolve()
+        outside = {split: source for split, source in sources.items() if "path" not in source or not _inside(source["path"], root)}
+        if outside:
+            spec = get_task(task)
+            where = "; ".join(f"{split} would come from {source.get('path') or source.get('hub')}" for split, source in outside.items())
+            files = ", ".join(f"{spec.glue_dir}/{spec.splits[spec.resolve_split(split)].file}" for split in outside)
+            raise UserError(f"--data-dir {data_dir} lacks {files} ({where}). Put the file(s) under {root}/glue_data/, or leave "
+                            "--data-dir out to read every split from the default data roots.")
+    return sources
+
+
 def data_identity(task: str, splits: tuple[str, ...], data_dir: str | Path | None) -> dict[str, Any]:
     """Which data files (relative name and size, or hub split) a run reads; where they are is not
     part of the identity, so a moved data folder still finds its runs."""
-    sources = {split: task_source(task, split, data_dir) for split in splits}
+    sources = data_sources(task, splits, data_dir)
     return {split: {k: v for k, v in source.items() if k != "path"} for split, source in sources.items()}
 
 
@@ -63,8 +109,9 @@ def model_reference(model: str | Path) -> dict[str, Any]:
     path = Path(name)
     if not path.exists():
         return {"hub": name}
-    if path.name == "best" and (path.parent / IDENTITY_FILE).exists():
-        return {"path": str(path.resolve()), "run_id": json.loads((path.parent / IDENTITY_FILE).read_text())["run_id"]}
+    stored = read_identity(path.parent) if path.name == "best" else None
+    if stored is not None:
+        return {"path": str(path.resolve()), "run_id": stored["run_id"]}
     weights = next((path / f for f in WEIGHT_FILES if (path / f).exists()), None)
     if weights is None:
         raise UserError(f"model folder {path} has no {' or '.join(WEIGHT_FILES)}; pass a folder saved with save_pretrained")
@@ -76,9 +123,10 @@ def teacher_identity(task: str, profile: str | dict = "quick", model: str | None
                      data_dir: str | Path | None = None, **overrides: Any) -> tuple[RunIdentity, TrainConfig, str]:
     """The identity of fine-tuning ``model`` (default: the profile's teacher) on ``task``."""
     spec = get_task(task)
-    prof = load_profile(profile)
+    prof = checked_profile(profile)
     model = str(model or prof["teacher"])
-    config = profile_config(prof, "finetune", spec.name, seed=seed, **overrides)
+    with user_input("--profile"):
+        config = profile_config(prof, "finetune", spec.name, seed=seed, **overrides)
     identity = RunIdentity("finetune", config.seed, {
         "task": spec.name, "model": model_reference(model), "train": training_identity(config),
         "data": data_identity(spec.name, ("train", "dev"), data_dir),
@@ -115,17 +163,27 @@ def finetune_teacher(
     an ``out_dir`` holding another run is an error unless ``resume=False``.
     """
     spec = get_task(task)
-    prof = load_profile(profile)
+    prof = checked_profile(profile)
+    check_model_source(model or prof["teacher"], "--model")
     identity, config, model = teacher_identity(spec.name, prof, model, seed, data_dir, **overrides)
     out = Path(out_dir) if out_dir else runs_dir() / prof["name"] / "teachers" / f"{spec.name}-{identity.short}"
-    state = open_run(out, identity, resume)
+    check_writable(out, "--out", create=False)
+    if record:
+        check_results_writable(results_dir())
     start = time.perf_counter()
+    if plan_run(out, identity, resume) != "finished":
+        # Read the data and the model before the run folder is opened: a bad file fails here.
+        train, dev = task_splits(spec, config, data_dir)
+        network, tokenizer = load_backbone(model, num_labels=spec.num_labels)
+    existed = existing_ancestor(out)
+    state = open_run(out, identity, resume)
     if state == "finished":
         summary = json.loads((out / SUMMARY_FILE).read_text(encoding="utf-8"))
         size = json.loads((out / "size.json").read_text(encoding="utf-8"))
     else:
-        summary = finetune(spec.name, model=model, config=config, out_dir=out, data_dir=data_dir, resume=state == "resume")
-        trainer = summary.pop("trainer")
+        with guard_new_run(out, state, existed):
+            trainer = Trainer(network, tokenizer, spec, config, out_dir=out, data_dir=data_dir, train_dataset=train, dev_datasets=dev)
+            summary = {**trainer.train(resume=state == "resume"), "model": model}
         if not summary["finished"]:
             return {**summary, "out_dir": str(out)}
         size = size_summary(trainer.unwrapped_model())
@@ -133,14 +191,14 @@ def finetune_teacher(
             atomic_write_json(out / "size.json", size)
     if record and not record_path(results_dir(), identity.run_id).exists():
         best = summary.get("best_metrics", {})
-        record_run({
+        save_record({
             "run_id": identity.run_id, "config_id": identity.config_id, "kind": "finetune", "profile": prof["name"],
             "task": spec.name, "model": model, "teacher": model, "student": size["arch"], "method": "fine-tune",
             "seed": config.seed, "config": config.to_dict(), "data": {s: task_source(spec.name, s, data_dir) for s in ("train", "dev")},
             "train_examples": summary["train_examples"], "metrics": {k: v for k, v in best.items() if k != "step"},
             "score": summary["best_score"], "out_dir": str(out),
             "wall_time_s": summary.get("wall_time_s", time.perf_counter() - start), **size,
-        }, results_dir())
+        }, results_dir(), out / "best")
     return {**summary, **size, "out_dir": str(out), "state": state}
 
 
@@ -150,14 +208,52 @@ def ensure_teacher(task: str, profile: str = "quick", data_dir: str | Path | Non
     return Path(summary["out_dir"]) / "best"
 
 
-def load_teacher(task: str, teacher: str | Path | None = None, profile: str = "quick",
-                 data_dir: str | Path | None = None) -> tuple[Path, PreTrainedModel, PreTrainedTokenizerBase]:
-    """``(folder, model, tokenizer)`` of ``teacher`` (a model folder) or of the profile's teacher for
-    ``task`` (trained first when absent)."""
+def check_teacher(teacher: str | Path, task: str | TaskSpec) -> PretrainedConfig:
+    """The config of the fine-tuned ``teacher`` folder, after checking that it exists and was
+    fine-tuned for ``task``'s labels (an SST-2 teacher cannot teach STS-B or MRPC)."""
     spec = get_task(task)
-    if teacher is not None and not Path(teacher).exists():
+    if not Path(teacher).exists():
         raise UserError(f"--teacher {teacher} does not exist; pass a fine-tuned model folder (a run's best/), or leave "
                         "--teacher out to use the profile's teacher")
+    check_model_source(teacher, "--teacher")
+    config = AutoConfig.from_pretrained(teacher)
+    head = head_labels(config)
+    wanted = "a regression head (1 output)" if spec.is_regression else f"{spec.num_labels} labels {list(spec.label_names)}"
+    fix = (f"pass a teacher fine-tuned on {spec.name} (ckdlab finetune --task {spec.name} ...), or leave --teacher out "
+           "to use the profile's teacher")
+    if head is None:
+        raise UserError(f"--teacher {teacher} has no classification head (it is not fine-tuned on a task), but {spec.name} "
+                        f"needs {wanted}; {fix}")
+    outputs, names = head
+    generic = all(name == f"LABEL_{i}" for i, name in enumerate(names))
+    if outputs != spec.num_labels or (not spec.is_regression and not generic and names != spec.label_names):
+        has = "a regression head (1 output)" if outputs == 1 else f"{outputs} labels {list(names)}"
+        raise UserError(f"--teacher {teacher} was fine-tuned for another task: it has {has}, but {spec.name} needs {wanted}; "
+                        f"{fix}")
+    return config
+
+
+def teacher_config(task: str | TaskSpec, teacher: str | Path | None = None, profile: str | dict = "quick",
+                   data_dir: str | Path | None = None) -> PretrainedConfig | None:
+    """The architecture of the teacher a run will use, without training or loading it: ``teacher``'s
+    (checked with :func:`check_teacher`), the profile's trained teacher's, or the base model the
+    profile's teacher will be fine-tuned from. None when it cannot be known without converting a model."""
+    spec = get_task(task)
+    if teacher is not None:
+        return check_teacher(teacher, spec)
+    folder = teacher_dir(spec.name, profile, data_dir) / "best"
+    if (folder / "config.json").exists():
+        return AutoConfig.from_pretrained(folder)
+    return backbone_config(checked_profile(profile)["teacher"])
+
+
+def load_teacher(task: str, teacher: str | Path | None = None, profile: str = "quick",
+                 data_dir: str | Path | None = None) -> tuple[Path, PreTrainedModel, PreTrainedTokenizerBase]:
+    """``(folder, model, tokenizer)`` of ``teacher`` (a model folder fine-tuned on ``task``) or of the
+    profile's teacher for ``task`` (trained first when absent)."""
+    spec = get_task(task)
+    if teacher is not None:
+        check_teacher(teacher, spec)
     path = Path(teacher) if teacher is not None else ensure_teacher(spec.name, profile, data_dir=data_dir)
     model, tokenizer = load_backbone(path, num_labels=spec.num_labels)
     return path, model, tokenizer

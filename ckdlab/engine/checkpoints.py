@@ -1,0 +1,123 @@
+"""Checkpoints of the training loop: written atomically, found after a crash, checked when read.
+
+A checkpoint is a folder (``<run>/checkpoint``): Accelerate's ``save_state`` files (model,
+optimiser, scheduler, RNG states) plus ``trainer_state.json`` (step, epoch, position in the
+epoch, best score, loss weights). It is written into a temporary sibling folder and renamed into
+place, so a crash at any moment leaves either the previous checkpoint or the new one:
+
+- killed while writing: the old ``checkpoint`` is intact; the temporary ``.checkpoint.*``
+  folder is stale and removed on the next resume;
+- killed between the two renames of :func:`ckdlab.io.atomic_directory`: only
+  ``.checkpoint.old`` exists, a complete checkpoint, which :func:`find_checkpoint` puts back.
+
+A checkpoint that cannot be read (a truncated file, a corrupt ``trainer_state.json``) is a
+:class:`~ckdlab.errors.UserError` naming the file and saying that ``--no-resume`` starts afresh.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from ckdlab.errors import UserError
+from ckdlab.io import atomic_directory, atomic_write_json
+
+CHECKPOINT = "checkpoint"
+STATE_FILE = "trainer_state.json"
+STATE_KEYS = ("global_step", "epoch", "batches_into_epoch", "best_score", "best_step", "weights")
+
+
+def _recover(folder: Path, name: str) -> Path:
+    """``folder/name`` after undoing an interrupted atomic replacement of it (see the module docstring)."""
+    path = folder / name
+    old = folder / f".{name}.old"
+    if not path.exists() and old.is_dir():
+        os.replace(old, path)
+    elif old.exists() and path.exists():
+        shutil.rmtree(old, ignore_errors=True)
+    for stale in folder.glob(f".{name}.*"):
+        if stale.is_dir() and stale.name != old.name:
+            shutil.rmtree(stale, ignore_errors=True)
+    return path
+
+
+def recover_run_folder(out_dir: Path) -> None:
+    """Undo what a crash in the middle of an atomic folder replacement left (checkpoint and best model)."""
+    if not out_dir.is_dir():
+        return
+    for name in (CHECKPOINT, "best"):
+        _recover(out_dir, name)
+
+
+def find_checkpoint(out_dir: Path | None) -> Path | None:
+    """The run's checkpoint folder, or None when the run has none yet (call :func:`recover_run_folder`
+    first, on one process)."""
+    if out_dir is None or not out_dir.is_dir():
+        return None
+    path = out_dir / CHECKPOINT
+    return path if path.is_dir() and any(path.iterdir()) else None
+
+
+def save(accelerator: Any, out_dir: Path, loop_state: dict[str, Any]) -> Path:
+    """Accelerate's state plus the loop state, atomically, as ``out_dir/checkpoint``."""
+    path = out_dir / CHECKPOINT
+    with atomic_directory(path) as tmp:
+        accelerator.save_state(str(tmp))
+        atomic_write_json(tmp / STATE_FILE, loop_state)
+    return path
+
+
+def _unreadable(path: Path, reason: str) -> UserError:
+    return UserError(
+        f"the checkpoint file {path} is unreadable ({reason}), so this run cannot resume from it. Run the same "
+        "command with --no-resume (resume=False) to start the run afresh, or use another --out."
+    )
+
+
+def read_state(path: Path) -> dict[str, Any]:
+    """``trainer_state.json`` of the checkpoint ``path``, checked."""
+    state_file = path / STATE_FILE
+    try:
+        state = json.loads(state_file.read_text(encoding="utf-8"))
+    except FileNotFoundError as err:
+        raise _unreadable(state_file, "it is missing") from err
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise _unreadable(state_file, f"{type(err).__name__}: {err}") from err
+    if not isinstance(state, dict) or any(key not in state for key in STATE_KEYS):
+        raise _unreadable(state_file, f"it lacks some of {list(STATE_KEYS)}")
+    return state
+
+
+def _check_file(path: Path) -> None:
+    """Raise when one checkpoint file cannot be read on its own."""
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as handle:
+            for key in handle.keys():
+                handle.get_tensor(key)
+    elif path.suffix in (".bin", ".pkl", ".pt"):
+        import torch
+
+        torch.load(path, map_location="cpu", weights_only=False)
+    elif path.suffix == ".json":
+        json.loads(path.read_text(encoding="utf-8"))
+
+
+def load(accelerator: Any, path: Path) -> dict[str, Any]:
+    """Restore Accelerate's state from ``path`` and return the loop state; a :class:`UserError` naming
+    the file when one is unreadable."""
+    state = read_state(path)
+    try:
+        accelerator.load_state(str(path))
+    except Exception as err:
+        # Which file? Try each on its own; if none fails alone, the failure is not the file's (a bug).
+        for file in sorted(p for p in path.iterdir() if p.is_file()):
+            try:
+                _check_file(file)
+            except Exception as file_err:
+                raise _unreadable(file, f"{type(file_err).__name__}: {file_err}") from err
+        raise
+    return state
