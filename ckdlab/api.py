@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from ckdlab.engine.inference import evaluate_model as evaluate
+from ckdlab.logs import quiet_libraries
 from ckdlab.results import ResultsTable, table
 from ckdlab.studies.ablations import run_ablations as ablations
 from ckdlab.studies.distillation import distill, distill_grid, make_distiller
@@ -40,6 +41,9 @@ from ckdlab.workspace import (
     teacher_ready,
 )
 from ckdlab.workspace import load_runs as _load_runs
+
+# Notebooks and the CLI import this module: one call sets how loud the libraries are (ckdlab/logs.py).
+quiet_libraries()
 
 __all__ = [
     "ResultsTable", "ablations", "distill", "distill_grid", "dynabert", "ensure_teacher", "evaluate", "explorer_models",
