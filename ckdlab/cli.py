@@ -7,6 +7,7 @@
     ckdlab teachers --profile quick            # fine-tune (or reuse) every profile teacher
     ckdlab table    --kind distill             # a paper-style table from results/records
     ckdlab notebooks --profile quick           # execute the notebooks headless (make reproduce)
+    ckdlab report --profile quick              # results/quick/report.html (+ .md): every table and figure
     ckdlab zero-shot --profile quick --languages en,de,sw   # notebook 04's zero-shot table
     ckdlab paper --dry-run                     # every paper config, one step on tiny stand-ins
     ckdlab info                                # models, tasks, where data is found
@@ -158,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="notebooks/executed")
     p.add_argument("--param", action="append", default=[], help="extra notebook parameter name=value (e.g. grid=full); repeatable")
 
+    p = sub.add_parser("report", help="one report (HTML, self-contained, and Markdown) of a profile's tables, figures and run times")
+    p.add_argument("--profile", default="quick", help="whose results/<profile>/ tables and figures to gather")
+
     p = sub.add_parser("paper", help="run every configs/paper distillation (GPU work; use accelerate launch)")
     p.add_argument("--tasks", default=None, help="comma-separated (default: every paper config)")
     p.add_argument("--dry-run", action="store_true", help="build every run with tiny stand-ins and take one step (CPU check)")
@@ -178,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from ckdlab.logs import quiet_libraries
+
+    quiet_libraries()
     try:
         return _dispatch(args)
     except (ValueError, FileNotFoundError, KeyError) as err:
@@ -211,12 +218,19 @@ def _dispatch(args: argparse.Namespace) -> int:
         result = api.table(api.load_runs(args.results, **filters), rows=args.rows.split(","))
         print({"markdown": result.to_markdown, "latex": result.to_latex, "csv": lambda: result.tidy().to_csv(index=False)}[args.format]())
     elif args.command == "notebooks":
-        from ckdlab.reproduce import run_notebooks
+        from ckdlab.reproduce import NotebookFailed, run_notebooks
 
         only = args.only.split(",") if args.only else None
         parameters = dict(parse_parameter(item) for item in args.param)
-        for row in run_notebooks(args.profile, only=only, out_dir=Path(args.out), parameters=parameters):
-            print(f"{row['notebook']}: {row['seconds']:.0f} s")
+        try:
+            run_notebooks(args.profile, only=only, out_dir=Path(args.out), parameters=parameters)
+        except NotebookFailed:
+            return 1  # run_notebooks has printed which notebook and cell failed, why, and where the copy is
+    elif args.command == "report":
+        from ckdlab.report import build_report
+
+        page, markdown = build_report(args.profile)
+        print(f"Report: {page} (Markdown: {markdown})")
     elif args.command == "zero-shot":
         languages = args.languages.split(",") if args.languages else None
         result = api.zero_shot(args.profile, task=args.task, languages=languages, settings=args.settings.split(","),
