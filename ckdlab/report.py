@@ -180,10 +180,10 @@ def build_report(profile: str, results: str | Path | None = None, figures: str |
     if timings is None:
         out.paragraph(f"No run times: {TIMINGS_PREFIX}{profile}.csv is written by `ckdlab notebooks --profile {profile}`.")
     else:
-        shown = [c for c in ("notebook", "seconds", "started", "finished", "cells") if c in timings.columns]
-        header, rows = table_rows(timings[shown].assign(minutes=timings["seconds"] / 60))
-        out.table(header, rows + [["total", _cell(float(timings["seconds"].sum()))] + [""] * (len(header) - 3)
-                                  + [_cell(float(timings["seconds"].sum() / 60))]])
+        times = timings.assign(minutes=(timings["seconds"] / 60).round(1))
+        shown = [c for c in ("notebook", "minutes", "started", "finished", "cells") if c in times.columns]
+        header, rows = table_rows(times[shown])
+        out.table(header, rows + [["total", f"{timings['seconds'].sum() / 60:.1f}"] + [""] * (len(header) - 2)])
     for section in assign_sections(tables, pictures, timings):
         out.heading(2, section.title + (f" ({_minutes(section.seconds)})" if section.seconds is not None else ""))
         if not section.tables and not section.figures:

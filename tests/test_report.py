@@ -80,7 +80,8 @@ def test_report_files_outputs_under_their_notebooks(outputs):
     }
     assert "| sst2 | 0.8312 |" in text and "| CKD + KD | 78.25 |" in text  # four significant digits
     assert f"{MAX_ROWS + 5} rows × 1 columns; the first {MAX_ROWS} shown" in text
-    assert "| total | 150 |" in text
+    assert "| 01_first.ipynb | 2 | 2024-05-01T10:00:00+00:00 | 2024-05-01T10:02:00+00:00 | 5 |" in text
+    assert "| total | 2.5 |  |  |  |" in text
     assert "![01_curves.png](../../figures/smoke/01_curves.png)" in text
     assert f"| ckdlab | {package_version()} |" in text and re.search(r"\| git commit \| [0-9a-f]{40}", text)
 

@@ -83,6 +83,7 @@ def test_run_folders_mark_the_headline_from_summary_or_run_json(tmp_path):
     fig = plot_learning_curves(curves, loss_names=TERMS)
     shown = [dev_line(fig, panel)[1] for panel in range(3)]
     assert shown == ["dev_spearman", "dev_f1", "dev_accuracy"]
+    assert legend_labels(fig)[-1] == "dev headline metric (right axis, named per panel)"
     assert list(dev_line(fig, 0)[0].get_ydata()) == SPEARMAN
 
 

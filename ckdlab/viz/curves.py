@@ -75,6 +75,7 @@ def plot_learning_curves(
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
     colour = {name: term_colour(name, i) for i, name in enumerate(loss_names)}  # red, in no term, is the dev metric's
     handles: dict[str, Any] = {}
+    dev_lines: dict[str, Any] = {}
     for ax, run in zip(axes.flat, runs):
         frame = curves[curves["run"] == run]
         for name in loss_names:
@@ -88,12 +89,15 @@ def plot_learning_curves(
         if not dev.empty:
             name, series = _dev_series(dev, metric)
             twin = ax.twinx()
-            (line,) = twin.plot(series["step"], series["value"], "o-", color=DEV_COLOUR, label=f"{name} (right axis)", ms=3, lw=1.0)
-            handles.setdefault(line.get_label(), line)
+            (line,) = twin.plot(series["step"], series["value"], "o-", color=DEV_COLOUR, label=name, ms=3, lw=1.0)
+            dev_lines[name] = line
             twin.set_ylabel(name)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(runs):]:
         ax.set_visible(False)
+    if dev_lines:  # one entry: the metric's name, or a pointer to the panels when tasks differ
+        label = f"{next(iter(dev_lines))} (right axis)" if len(dev_lines) == 1 else "dev headline metric (right axis, named per panel)"
+        handles[label] = next(iter(dev_lines.values()))
     fig.tight_layout()
     fig.legend(list(handles.values()), list(handles), loc="upper center", bbox_to_anchor=(0.5, 0.0),
                ncols=min(4, len(handles)), fontsize=8, frameon=False)
