@@ -24,7 +24,9 @@ The convention (README authors: write blocks so that these rules apply):
       language), which then runs under the rules above instead of the block itself;
     - ``<!-- smoke-skip: reason -->`` does not run the block and reports it as skipped with the reason.
 
-Nothing is skipped silently: each block is one test item named after its line in the README.
+Nothing is skipped silently: each block is one test item named after its line in the README
+(``test_readme_block[line40-python]``), marked ``slow`` like the notebook tests (``make test`` runs
+them, ``make test-fast`` does not).
 """
 from __future__ import annotations
 
@@ -294,6 +296,7 @@ def test_the_readme_has_code_blocks_and_every_language_has_a_rule():
     assert not unknown, f"README blocks tagged {unknown} have no rule in tests/test_readme.py"
 
 
+@pytest.mark.slow  # about two minutes in all, mostly one interpreter start and two tiny trainings
 @pytest.mark.parametrize("block", BLOCKS, ids=[f"line{b.line}-{b.language or 'plain'}" for b in BLOCKS])
 def test_readme_block(block: Block, in_workspace, capsys):
     if block.skip is not None:
