@@ -136,7 +136,7 @@ class CellProgress:
         if getattr(stream, "isatty", lambda: False)():
             from tqdm import tqdm
 
-            self.bar = tqdm(total=0, desc=f"  {name}", unit="cell", file=stream, leave=False, dynamic_ncols=True,
+            self.bar = tqdm(total=None, desc=f"  {name}", unit="cell", file=stream, leave=False, dynamic_ncols=True,
                             bar_format="{desc}: {n_fmt}/{total_fmt} cells |{bar:16}| {elapsed}{postfix}")
             self._ticker = threading.Thread(target=self._tick, name=f"progress-{name}", daemon=True)
             self._ticker.start()
@@ -152,8 +152,9 @@ class CellProgress:
 
     def notebook_started(self, notebook: Any) -> None:
         self.total = sum(1 for c in notebook.cells if c.cell_type == "code" and c.source.strip())
-        if self.bar is not None:
-            self.bar.reset(total=self.total)
+        if self.bar is not None:  # not reset(): the clock keeps counting from the kernel's start
+            self.bar.total = self.total
+            self.bar.refresh()
 
     def cell_started(self, cell: Any, cell_index: int) -> None:
         self.cell_index, self.source = cell_index, cell.source
