@@ -18,6 +18,7 @@ import pandas as pd
 
 from ckdlab.engine.inference import evaluate_model as evaluate
 from ckdlab.errors import show_user_errors_in_ipython
+from ckdlab.logs import quiet_libraries
 from ckdlab.results import ResultsTable, table
 from ckdlab.studies.ablations import run_ablations as ablations
 from ckdlab.studies.distillation import distill, distill_grid, make_distiller
@@ -45,6 +46,8 @@ from ckdlab.workspace import load_runs as _load_runs
 
 # In a notebook a UserError (bad option, missing file) shows as one line naming the fix, not a stack.
 show_user_errors_in_ipython()
+# Notebooks and the CLI import this module: one call sets how loud the libraries are (ckdlab/logs.py).
+quiet_libraries()
 
 __all__ = [
     "ResultsTable", "ablations", "distill", "distill_grid", "dynabert", "ensure_teacher", "evaluate", "explorer_models",

@@ -7,6 +7,7 @@
     ckdlab teachers --profile quick            # fine-tune (or reuse) every profile teacher
     ckdlab table    --kind distill             # a paper-style table from results/records
     ckdlab notebooks --profile quick           # execute the notebooks headless (make reproduce)
+    ckdlab report --profile quick              # results/quick/report.html (+ .md): every table and figure
     ckdlab zero-shot --profile quick --languages en,de,sw   # notebook 04's zero-shot table
     ckdlab paper --dry-run                     # every paper config, one step on tiny stand-ins
     ckdlab info                                # models, tasks, where data is found
@@ -164,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="notebooks/executed")
     p.add_argument("--param", action="append", default=[], help="extra notebook parameter name=value (e.g. grid=full); repeatable")
 
+    p = sub.add_parser("report", help="one report (HTML, self-contained, and Markdown) of a profile's tables, figures and run times")
+    p.add_argument("--profile", default="quick", help="whose results/<profile>/ tables and figures to gather")
+
     p = sub.add_parser("paper", help="run every configs/paper distillation (GPU work; use accelerate launch)")
     p.add_argument("--tasks", default=None, help="comma-separated (default: every paper config)")
     p.add_argument("--dry-run", action="store_true", help="build every run with tiny stand-ins and take one step (CPU check)")
@@ -192,6 +196,9 @@ def interrupted_message(err: KeyboardInterrupt) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from ckdlab.logs import quiet_libraries
+
+    quiet_libraries()
     prefix = f"ckdlab {args.command}"
 
     def one_line(message: Warning | str, category: type[Warning], *where: Any, **more: Any) -> None:
@@ -232,14 +239,21 @@ def _dispatch(args: argparse.Namespace) -> int:
     elif args.command == "table":
         print(_table(api, args))
     elif args.command == "notebooks":
-        from ckdlab.reproduce import notebooks, run_notebooks
+        from ckdlab.reproduce import NotebookFailed, notebooks, run_notebooks
 
         only = args.only.split(",") if args.only else None
         with user_input():  # its message names --only
             notebooks(only)
         parameters = dict(parse_parameter(item) for item in args.param)
-        for row in run_notebooks(args.profile, only=only, out_dir=Path(args.out), parameters=parameters):
-            print(f"{row['notebook']}: {row['seconds']:.0f} s")
+        try:
+            run_notebooks(args.profile, only=only, out_dir=Path(args.out), parameters=parameters)
+        except NotebookFailed:
+            return 1  # run_notebooks has printed which notebook and cell failed, why, and where the copy is
+    elif args.command == "report":
+        from ckdlab.report import build_report
+
+        page, markdown = build_report(args.profile)
+        print(f"Report: {page} (Markdown: {markdown})")
     elif args.command == "zero-shot":
         from ckdlab.studies.zero_shot import SETTINGS, load_zero_shot_profile
 

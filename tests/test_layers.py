@@ -12,17 +12,20 @@ PACKAGE = Path(__file__).resolve().parents[1] / "ckdlab"
 
 # layer -> the layers it must never import
 FORBIDDEN = {
-    "data": {"models", "objectives", "engine", "workspace", "profiles", "results", "studies", "viz", "widgets", "api", "cli", "reproduce"},
-    "models": {"objectives", "engine", "workspace", "profiles", "results", "studies", "viz", "widgets", "api", "cli", "reproduce"},
-    "objectives": {"engine", "workspace", "profiles", "results", "studies", "viz", "widgets", "api", "cli", "reproduce"},
-    "engine": {"workspace", "profiles", "results", "studies", "viz", "widgets", "api", "cli", "reproduce"},
-    "profiles": {"workspace", "results", "studies", "viz", "widgets", "api", "cli", "reproduce"},
-    "workspace": {"results", "studies", "viz", "widgets", "api", "cli", "reproduce"},
-    "results": {"engine", "workspace", "studies", "viz", "widgets", "api", "cli", "reproduce"},
-    "viz": {"engine", "workspace", "studies", "widgets", "api", "cli", "reproduce"},
-    "widgets": {"workspace", "studies", "api", "cli", "reproduce"},
-    "studies": {"widgets", "api", "cli", "reproduce"},
-    "api": {"cli", "reproduce", "widgets"},
+    "data": {"models", "objectives", "engine", "workspace", "profiles", "results", "studies", "viz", "widgets", "api", "cli", "reproduce", "report"},
+    "models": {"objectives", "engine", "workspace", "profiles", "results", "studies", "viz", "widgets", "api", "cli", "reproduce", "report"},
+    "objectives": {"engine", "workspace", "profiles", "results", "studies", "viz", "widgets", "api", "cli", "reproduce", "report"},
+    "engine": {"workspace", "profiles", "results", "studies", "viz", "widgets", "api", "cli", "reproduce", "report"},
+    "profiles": {"workspace", "results", "studies", "viz", "widgets", "api", "cli", "reproduce", "report"},
+    "workspace": {"results", "studies", "viz", "widgets", "api", "cli", "reproduce", "report"},
+    "results": {"engine", "workspace", "studies", "viz", "widgets", "api", "cli", "reproduce", "report"},
+    "viz": {"engine", "workspace", "studies", "widgets", "api", "cli", "reproduce", "report"},
+    "widgets": {"workspace", "studies", "api", "cli", "reproduce", "report"},
+    "studies": {"widgets", "api", "cli", "reproduce", "report"},
+    "api": {"cli", "reproduce", "report", "widgets"},
+    "report": {"studies", "api", "cli", "reproduce", "widgets"},
+    "logs": {"data", "models", "objectives", "engine", "workspace", "profiles", "results", "studies", "viz", "widgets", "api",
+             "cli", "reproduce", "report"},
 }
 
 
