@@ -69,3 +69,14 @@ def test_measuring_does_not_move_the_run(tmp_path):
     b = pd.read_csv(tmp_path / "b" / "train_log.csv")
     assert list(a["name"]) == list(b["name"])
     assert a["value"].to_numpy() == pytest.approx(b["value"].to_numpy(), rel=1e-6, abs=1e-9)
+
+
+def test_official_weights_are_a_named_weighting(tmp_path):
+    """weights="official" passes validation and becomes the paper's weights converted for this run."""
+    distiller = api.make_distiller("sst2", student=NARROW, objective="ckd+kd", profile="smoke", weights="official",
+                                   out_dir=tmp_path / "run", max_steps=1)
+    assert set(CKD_TERMS) <= set(distiller.weights)
+    assert all(distiller.weights[t] > 0 for t in CKD_TERMS)
+    with pytest.raises(ValueError, match="official"):
+        api.make_distiller("sst2", student=NARROW, objective="ckd+kd", profile="smoke", weights="paper",
+                           out_dir=tmp_path / "bad", max_steps=1)

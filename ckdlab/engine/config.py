@@ -103,6 +103,10 @@ class TrainConfig:
         return cls().replace(**values)
 
 
+# Weightings named instead of listed: "official" is the CKD paper's, converted per task and training set.
+NAMED_WEIGHTINGS = ("official",)
+
+
 @dataclass
 class DistillConfig:
     """What distillation adds to training: the objective, its weights and options, the student's start.
@@ -129,7 +133,10 @@ class DistillConfig:
                "bert or slice (config: students), pca or random (bilstm students)")
         _check(isinstance(self.objective, str) and bool(self.objective.strip()), "objective", self.objective,
                "'+'-joined objective names such as ckd+kd")
-        if self.weights is not None:
+        if isinstance(self.weights, str):
+            _check(self.weights in NAMED_WEIGHTINGS, "weights", self.weights,
+                   f"term=weight pairs such as wr_pair=1,kd=0.5, or one of {', '.join(NAMED_WEIGHTINGS)}")
+        elif self.weights is not None:
             _check(isinstance(self.weights, dict), "weights", self.weights, "term=weight pairs such as wr_pair=1,kd=0.5")
             bad = {k: v for k, v in self.weights.items() if not (_is_number(v) and v >= 0)}
             _check(not bad, "weights", bad, "finite numbers >= 0 for every term")

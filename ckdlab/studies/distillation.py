@@ -207,6 +207,10 @@ def make_distiller(
     _, teacher_model, tokenizer = load_teacher(spec.name, teacher, profile, data_dir)
     student_model, student_tokenizer = make_student(teacher_model, student, spec, settings.student_init, seed)
     config = profile_config(profile, "distill", spec.name, seed=seed, **overrides)
+    if settings.weights == OFFICIAL:
+        pairs = resolve_layer_map(settings.layer_map, teacher_model.config.num_hidden_layers, student_model.config.num_hidden_layers)
+        train, _ = task_splits(spec, config, data_dir)
+        settings = settings.replace(weights=official_weights(spec.name, tokenizer, train, config, len(pairs), settings.objective_options))
     return Distiller(
         teacher_model, student_model, student_tokenizer or tokenizer, spec, objective=settings.objective, weights=settings.weights,
         temperature=settings.temperature, layer_map=settings.layer_map, objective_options=settings.objective_options,
