@@ -253,7 +253,12 @@ def test_report_on_the_smoke_table(smoke):
     assert set(regression) == {"sentiment", "stsb-genre"}
     assert regression["stsb-genre"]["n"] == 3 * 6 and 0.0 <= regression["stsb-genre"]["r2"] <= 1.0
     lines = report.verdict(frame, chosen, regression)
-    assert len(lines) == 2 + 1 + 2 and lines[0].startswith("- **1 layer(s) removed**")
+    # Two levels, the overall line, a line on collapsed candidates and one on weak base models when there are any,
+    # one per family.
+    optional = int(len(report.collapsed(frame)) > 0) + int(len(report.weak_bases(frame)) > 0)
+    assert len(lines) == 2 + 1 + optional + 2 and lines[0].startswith("- **1 layer(s) removed**")
+    shares = frame.loc[frame["family"] == "sentiment", "target_majority_share"]
+    assert ((shares >= 0.5) & (shares <= 1.0)).all() and frame.loc[frame["family"] == "stsb-genre", "target_majority_share"].isna().all()
     correlations = report.ate_correlations(frame)
     assert len(correlations) == 5 and (correlations["candidates"] == 6).all()
 
@@ -284,6 +289,29 @@ def test_lopo_predictions_never_see_the_held_out_pair():
     fit = report.regression_summary(frame)["f"]
     # The score is 0.9 - ATE (+ noise): the fit finds the ATE and predicts held-out pairs far better than a constant.
     assert "ate_target" in fit["selected"] and fit["lopo_mae"] < 0.5 * fit["constant_mae"] and fit["r2"] > 0.9
+
+
+def test_collapsed_candidates_name_the_baseline_they_are():
+    frame = synthetic_table().assign(target_majority_share=0.6)
+    frame.loc[(frame["pair"] == "p1") & (frame["removed"] == "2"), "target_majority_share"] = 0.97  # top layer of 3
+    frame.loc[(frame["pair"] == "p3") & (frame["removed"] == "0,2"), "target_majority_share"] = 1.0  # neither baseline
+    frame.loc[(frame["pair"] == "p0") & (frame["removed"] == ""), "target_majority_share"] = 1.0  # the full model: not a candidate
+    broken = report.collapsed(frame)
+    assert broken[["pair", "removed", "baseline"]].values.tolist() == [["p1", "2", "top"], ["p3", "0,2", ""]]
+    lines = report.verdict(frame, report.choices(frame))
+    assert any("2 of 24 candidate rows" in line and "top layers in p1 (1 removed)" in line for line in lines)
+    assert report.collapsed(synthetic_table()).empty  # no column, no claim
+
+
+def test_weak_base_models_are_named_with_their_pairs():
+    frame = synthetic_table().assign(source=lambda f: f["pair"].map({"p0": "a", "p1": "a", "p2": "b", "p3": "c"}))
+    frame.loc[(frame["source"] == "a") & (frame["n_removed"] == 0), "source_dev_score"] = 0.08
+    frame.loc[(frame["source"] == "c") & (frame["n_removed"] == 0), "source_dev_score"] = 0.5  # at the floor: learned
+    assert report.weak_bases(frame).to_dict() == {"a": 0.08}
+    lines = report.verdict(frame, report.choices(frame))
+    assert any("a (source dev 8.0)" in line and "the rows of p0, p1 compare" in line for line in lines)
+    assert report.weak_bases(synthetic_table()).empty  # no source column, no claim
+    assert not any("did not learn" in line for line in report.verdict(frame.assign(source_dev_score=0.85), report.choices(frame)))
 
 
 def test_verdict_says_better_only_when_the_interval_excludes_zero():

@@ -27,13 +27,16 @@ from ckdlab.studies.amoc import (
     N_REMOVED,
     PAIR,
     REMOVED,
+    SOURCE_DEV_SCORE,
     TARGET_SCORE,
     baseline_scores,
     class_probabilities,
+    format_removed,
     leave_one_pair_out,
     main_table,
     stepwise_aic,
 )
+from ckdlab.models.layer_removal import evenly_spaced_layers, top_layers
 
 FAMILY = "family"
 METHOD_LABELS = {
@@ -41,6 +44,8 @@ METHOD_LABELS = {
     "in_domain": "best on source dev", "oracle": "oracle (target test)", "full": "full model",
 }
 COMPARED = ("top", "evenly_spaced", "random", "in_domain")  # the baselines AMoC must beat (not oracle, not full)
+COLLAPSE_SHARE = 0.95  # a classifier giving one class to >= 95 % of the target test set has collapsed
+WEAK_BASE_SCORE = 0.5  # a base model below this on its own source dev set (accuracy, Spearman) did not learn the task
 
 
 def _families(frame: pd.DataFrame) -> list[str]:
@@ -190,11 +195,38 @@ def _compare_sentence(diffs: pd.Series, name: str, scale: float) -> tuple[str, i
     return f"not distinguishable from {name}: {scale * mean:+.1f} ± {scale * half:.1f} points ({record})", 0
 
 
+def collapsed(frame: pd.DataFrame, share: float = COLLAPSE_SHARE) -> pd.DataFrame:
+    """Candidates that give one class to at least ``share`` of the target test set (classification
+    only; needs the ``target_majority_share`` column), with the fixed baselines they are (``top``,
+    ``evenly_spaced`` or empty)."""
+    if "target_majority_share" not in frame.columns:
+        return frame.iloc[0:0].assign(baseline="")
+    rows = frame[(frame[N_REMOVED] >= 1) & (frame["target_majority_share"] >= share)].copy()
+
+    def baseline(row: pd.Series) -> str:
+        n, k = int(row["n_layers"]), int(row[N_REMOVED])
+        names = [name for name, layers in (("top", top_layers(n, k)), ("evenly_spaced", evenly_spaced_layers(n, k)))
+                 if row[REMOVED] == format_removed(layers)]
+        return "+".join(names)
+
+    return rows.assign(baseline=rows.apply(baseline, axis=1) if len(rows) else "")
+
+
+def weak_bases(frame: pd.DataFrame, floor: float = WEAK_BASE_SCORE) -> pd.Series:
+    """Source dev score of each base model (the full-model rows) below ``floor``, indexed by source
+    (needs the ``source`` column; empty without it)."""
+    if "source" not in frame.columns:
+        return pd.Series(dtype=float)
+    scores = frame[frame[N_REMOVED] == 0].groupby("source")[SOURCE_DEV_SCORE].first()
+    return scores[scores < floor]
+
+
 def verdict(frame: pd.DataFrame, chosen: pd.DataFrame, regression: dict[str, dict[str, Any]] | None = None,
             scale: float = 100.0) -> list[str]:
     """Markdown lines that say only what the numbers support: per compression level, AMoC's choice
-    against each baseline (paired differences over all pairs, 95 % t-interval, wins and losses), how
-    much of the random-to-oracle gap it closes, and whether the regression beats a constant on held-out pairs."""
+    against each baseline (paired differences over all pairs, 95 % t-interval, wins and losses), the
+    share of the oracle's gain over a random choice it realises, and whether the regression beats a
+    constant on held-out pairs. Pairs of different families are pooled (points of their own metric)."""
     diffs = paired_differences(frame, chosen)
     lines, signs = [], []
     for level, part in diffs.groupby(N_REMOVED, sort=True):
@@ -203,11 +235,10 @@ def verdict(frame: pd.DataFrame, chosen: pd.DataFrame, regression: dict[str, dic
             clause, sign = _compare_sentence(part[baseline], METHOD_LABELS[baseline], scale)
             clauses.append(clause)
             signs.append((baseline, int(level), sign))
-        # (AMoC - random) / (oracle - random); oracle - random = (AMoC - random) - (AMoC - oracle) >= 0.
-        gap = part["random"] - part["oracle"]
-        closed = (part["random"] / gap).where(gap > 0)
-        share = f"; it closes {100 * closed.mean():.0f} % of the gap between a random choice and the oracle (mean over pairs with a gap)" \
-            if closed.notna().any() else ""
+        # Share of the oracle's gain over a random choice that AMoC realises, on the means over pairs:
+        # (AMoC - random) / (oracle - random), with oracle - random = (AMoC - random) - (AMoC - oracle).
+        gain, reachable = part["random"].mean(), (part["random"] - part["oracle"]).mean()
+        share = f"; it realises {100 * gain / reachable:.0f} % of the oracle's gain over a random choice" if reachable > 0 else ""
         lines.append(f"- **{level} layer(s) removed** — AMoC is " + "; ".join(clauses) + share + ".")
     better = sorted({(b, lv) for b, lv, s in signs if s > 0})
     worse = sorted({(b, lv) for b, lv, s in signs if s < 0})
@@ -216,9 +247,27 @@ def verdict(frame: pd.DataFrame, chosen: pd.DataFrame, regression: dict[str, dic
                      "these numbers do not show that AMoC helps (nor that it hurts).")
     else:
         def named(items):
-            return ", ".join(f"{METHOD_LABELS[b]} at {lv}" for b, lv in items) or "none"
+            return ", ".join(f"{METHOD_LABELS[b]} ({lv} removed)" for b, lv in items) or "no baseline"
         lines.append(f"- Overall: AMoC is better than {named(better)}; worse than {named(worse)}; every other "
                      "comparison is within the noise of these pairs.")
+    broken = collapsed(frame)
+    if len(broken):
+        fixed = broken[broken["baseline"] != ""]
+        where = ", ".join(f"{METHOD_LABELS[b]} in {p} ({k} removed)" for b, p, k in
+                          zip(fixed["baseline"].str.split("+").str[0], fixed[PAIR], fixed[N_REMOVED]))
+        lines.append(
+            f"- {len(broken)} of {int((frame[N_REMOVED] >= 1).sum())} candidate rows give one class to at least "
+            f"{100 * COLLAPSE_SHARE:.0f} % of the target test set: their brief fine-tuning did not recover from the removal"
+            + (f" — among them the fixed baseline {where}; a win over such a baseline says more about the brief training "
+               "than about AMoC" if where else "") + ".")
+    weak = weak_bases(frame)
+    if len(weak):
+        pairs = sorted(frame.loc[frame["source"].isin(weak.index), PAIR].unique())
+        lines.append(
+            "- Base model(s) that did not learn their source task: " + ", ".join(
+                f"{source} (source dev {scale * score:.1f})" for source, score in weak.items())
+            + f", below {scale * WEAK_BASE_SCORE:.0f}; the rows of {', '.join(pairs)} compare removals from a model "
+            "that predicts little, so they say little about AMoC.")
     for family, fit in (regression or {}).items():
         relation = "below" if fit["lopo_mae"] < fit["constant_mae"] else "not below"
         rho = fit["within_pair_spearman"]

@@ -297,7 +297,8 @@ def run_candidate(run: SourceRun, removed: Sequence[int], settings: Mapping[str,
 @dataclass
 class AmocResult:
     """What :func:`run_amoc` returns: the candidates table (one row per pair and model, with ``family``,
-    ``source`` and ``target``), the logits of every model (``(source, removed) -> {set: logits}``,
+    ``source``, ``target`` and ``target_majority_share``, the share of the target test set given the most
+    frequent predicted class: NaN for regression), the logits of every model (``(source, removed) -> {set: logits}``,
     ``removed`` as in the table, ``""`` for the base model), the base runs' summaries and timings."""
 
     settings: dict[str, Any]
@@ -322,7 +323,10 @@ def _pair_rows(run: SourceRun, target: Domain, removed: Sequence[int], logits: M
         ate_source=treatment_effect(run.task, base["source_dev"], logits["source_dev"]),
         params=params, domain_distance=distance,
     )
-    return {"family": run.family, "source": run.source.name, "target": target.name, **row}
+    # How much of the target test set gets the most frequent predicted class: near 1, the model has
+    # collapsed to one class (a brief fine-tuning can leave a candidate there). Not a feature.
+    majority = float("nan") if run.task.is_regression else float(np.bincount(logits[test].argmax(1)).max() / len(logits[test]))
+    return {"family": run.family, "source": run.source.name, "target": target.name, **row, "target_majority_share": majority}
 
 
 @contextlib.contextmanager
