@@ -24,7 +24,7 @@ LEVEL_MARKERS = ("o", "s", "^", "D", "v", "P")
 def _save(fig: Figure, save_to: str | Path | None) -> Figure:
     fig.tight_layout()
     if save_to is not None:
-        fig.savefig(save_to, dpi=120)
+        fig.savefig(save_to, dpi=120, bbox_inches="tight")  # legends placed outside the panels stay in
     return fig
 
 
@@ -106,11 +106,13 @@ def plot_ate_vs_target(frame: pd.DataFrame, ate: str = "ate_target", scale: floa
         ax.set_ylabel("target test score (× 100)")
         ax.set_title(family)
         ax.grid(alpha=0.3)
-        pair_legend = ax.legend(fontsize=7, title="pair (★ full model)", title_fontsize=7, loc="lower left")
-        ax.add_artist(pair_legend)
         handles = [Line2D([], [], color="grey", marker=LEVEL_MARKERS[i % len(LEVEL_MARKERS)], linestyle="", label=f"{lv} removed")
                    for i, lv in enumerate(levels)]
-        ax.legend(handles=handles, fontsize=7, loc="upper right", title="layers", title_fontsize=7)
+        ax.add_artist(ax.legend(handles=handles, fontsize=7, loc="upper right", title="layers", title_fontsize=7))
+        # The pairs below the panel (inside, the legend hid points, a full model's star among them); as the
+        # axes' own legend it counts in the saved figure's bounding box.
+        ax.legend(fontsize=7, title="pair (★ full model)", title_fontsize=7, loc="upper center",
+                  bbox_to_anchor=(0.5, -0.16), ncols=2, frameon=False)
     return _save(fig, save_to)
 
 
@@ -172,5 +174,5 @@ def plot_main_table(tables: Mapping[str, pd.DataFrame], scale: float = 100.0, sa
     fig.legend(handles, labels, loc="lower center", ncols=len(labels), fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.08, 1, 1))  # the shared legend sits below the panels
     if save_to is not None:
-        fig.savefig(save_to, dpi=120)
+        fig.savefig(save_to, dpi=120, bbox_inches="tight")  # legends placed outside the panels stay in
     return fig
