@@ -129,6 +129,27 @@ def test_stage1_training_moves_the_student_onto_the_targets(tiny):
     assert loss() < 0.25 * before
 
 
+def test_stage1_map_can_start_at_the_least_squares_readout(tiny):
+    teacher, tokenizer = tiny
+    encoder = build_bilstm_student(teacher, "bilstm:L1-H4-E8", num_labels=1, seed=1).bilstm
+    targets = torch.randn(len(SENTENCES), 5, generator=torch.Generator().manual_seed(0))
+    trainer = SentenceApproximationTrainer(encoder, tokenizer, SENTENCES, targets,
+                                           config=TrainConfig(batch_size=4, max_steps=1, progress=False, seed=0))
+    rows = len(SENTENCES) - 2
+    trainer.start_map_at_least_squares(rows)
+    features = sentence_vectors(encoder, tokenizer, SENTENCES[:rows]).double()
+    expected = least_squares_map(features, targets[:rows])
+    map_ = trainer.approximation.projection
+    torch.testing.assert_close(map_.weight.double(), expected[:-1].T, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(map_.bias.double(), expected[-1], rtol=1e-4, atol=1e-5)
+    # the fitted start is no worse on its sentences than the default random map
+    fitted = ((features @ expected[:-1] + expected[-1] - targets[:rows].double()) ** 2).mean()
+    assert fitted <= (targets[:rows].double() ** 2).mean()
+    trainer.setup()
+    with pytest.raises(RuntimeError, match="before training"):
+        trainer.start_map_at_least_squares(rows)
+
+
 def test_stage1_trainer_input_errors(tiny):
     teacher, tokenizer = tiny
     student = build_bilstm_student(teacher, "bilstm:L1-H4-E8", num_labels=1)
