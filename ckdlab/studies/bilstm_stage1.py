@@ -12,6 +12,9 @@ The teacher's vectors are computed once per corpus and kept on disk
 teacher. It runs on the one training loop: :class:`SentenceApproximationTrainer` is a
 :class:`~ckdlab.engine.Trainer` on :data:`~ckdlab.data.tasks.TEXT_TASK` (no labels, no dev set)
 whose only loss term, ``sentence``, looks each batch's teacher vectors up by the batch's ``row``.
+With ``bilstm.stage1.map_init: least_squares`` the map starts at the least-squares readout of the
+untrained encoder (:meth:`SentenceApproximationTrainer.start_map_at_least_squares`), so the steps go
+to the encoder rather than to growing the map to the teacher's scale.
 
 :func:`run_stage1` is one recorded run with an identity (:mod:`ckdlab.workspace.runs`): the
 trained encoder is saved as a Hugging Face folder (``encoder/``, a ``BiLSTMModel`` + tokenizer)
