@@ -23,6 +23,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+from scipy.optimize import nnls
 
 from ckdlab.data import LengthGroupedSampler, load_task, tokenize_dataset
 from ckdlab.data.xnli import load_mnli_english_train, load_xnli
@@ -94,7 +95,9 @@ def fit(rows: list[dict[str, str]]) -> np.ndarray:
         w = work(recipe_from_row(row))
         features.append([w["steps"], w["train_tokens"], w["eval_tokens"], 1.0])
         targets.append(float(row["cpu_s"]))
-    coefficients, *_ = np.linalg.lstsq(np.array(features), np.array(targets), rcond=None)
+    # Non-negative: every unit of work costs time; plain least squares on a handful of runs
+    # trades a negative per-step cost against a larger per-run constant.
+    coefficients, _ = nnls(np.array(features), np.array(targets))
     predicted = np.array(features) @ coefficients
     for row, p in zip(rows, predicted):
         print(f"  {row['tag']:34s} cpu {float(row['cpu_s']):7.1f} s   model {p:7.1f} s")
