@@ -116,6 +116,10 @@ TODAY = [  # ckdlab/configs/profiles/quick.yaml, finetune section, before this s
     Recipe("sst2", 3000, 2, 64, False), Recipe("mrpc", 2000, 2, 128, False), Recipe("rte", 2490, 2, 128, False),
     Recipe("cola", 8551, 3, 64, False), Recipe("stsb", 5749, 3, 128, False),
 ]
+NEW = [  # the quick profile's finetune section after this study (MNLI intermediate stage before RTE)
+    Recipe("sst2", 10000, 1, 64, True), Recipe("mrpc", 3668, 3, 128, True), Recipe("mnli", 9000, 1, 128, True),
+    Recipe("rte", 2490, 3, 128, True), Recipe("cola", 8551, 3, 64, True), Recipe("stsb", 5749, 3, 128, True),
+]
 TODAY_NOTEBOOK_MIN = {"sst2": 7.1, "mrpc": 7.1, "rte": 6.1, "cola": 6.0, "stsb": 11.0}
 
 
@@ -129,7 +133,13 @@ def main() -> None:
         w = work(recipe)
         print(f"  {recipe.task:5s} steps {w['steps']:4d} train tokens {w['train_tokens']:9.0f}  model {cost([recipe], coefficients):6.1f} cpu-s"
               f"  notebook {TODAY_NOTEBOOK_MIN[recipe.task]} min")
-    print(json.dumps({"today_total_cpu_s": round(cost(TODAY, coefficients), 1)}))
+    print("new quick profile:")
+    for recipe in NEW:
+        w = work(recipe)
+        print(f"  {recipe.task:5s} steps {w['steps']:4d} train tokens {w['train_tokens']:9.0f}  model {cost([recipe], coefficients):6.1f} cpu-s")
+    today, new = cost(TODAY, coefficients), cost(NEW, coefficients)
+    print(json.dumps({"today_total_cpu_s": round(today, 1), "new_total_cpu_s": round(new, 1),
+                      "new_notebook_min_estimate": round(sum(TODAY_NOTEBOOK_MIN.values()) * new / today, 1)}))
 
 
 if __name__ == "__main__":
