@@ -120,6 +120,11 @@ def test_rte_teacher_trains_its_mnli_stage_first_and_finds_both_again():
     assert summary["state"] == "new" and summary["train_examples"] == 64
     again = finetune_teacher("rte", profile="smoke")
     assert again["state"] == "finished"
+    # Another RTE schedule is another teacher, started from the same (found, not retrained) MNLI stage.
+    stage_log = (stage_dir / "train_log.csv").read_text()
+    other = finetune_teacher("rte", profile="smoke", lr=5e-4)
+    assert other["state"] == "new" and other["out_dir"] != summary["out_dir"]
+    assert (stage_dir / "train_log.csv").read_text() == stage_log
     row = teacher_summary("rte", "smoke", summary["out_dir"])
     assert row["intermediate"] == "mnli" and row["majority"] == majority_baseline("rte")["accuracy"]
 
