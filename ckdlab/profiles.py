@@ -15,8 +15,11 @@ section        read by
 
 Every profile is merged over ``defaults.yaml`` (dicts key by key, other values replaced), so
 shared settings are written once. ``profile_config(profile, "finetune", "sst2")`` merges a stage's
-defaults and task overrides into a :class:`~ckdlab.engine.config.TrainConfig`. A path to your own
-YAML file works wherever a profile name does.
+defaults and task overrides into a :class:`~ckdlab.engine.config.TrainConfig`. A task's override
+may hold one key that is not a training option: ``intermediate:``, a stage trained before the task
+(:func:`stage_intermediate`; e.g. ``rte: {intermediate: {task: mnli, train_limit: 9000, epochs: 1,
+head_init: nli}}``, see :mod:`ckdlab.workspace.intermediate`). A path to your own YAML file works
+wherever a profile name does.
 """
 from __future__ import annotations
 
@@ -36,6 +39,8 @@ PAPER_CONFIG_DIR = Path(__file__).resolve().parent / "configs" / "paper"
 DEFAULTS_FILE = PROFILE_DIR / "defaults.yaml"
 PROFILES = ("smoke", "quick", "paper")
 REQUIRED = ("name", "teacher", "finetune")
+# Keys of a task's override that are stages of their own, not TrainConfig options.
+STAGE_KEYS = ("intermediate",)
 
 
 def merge(base: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
@@ -82,9 +87,23 @@ def profile_config(profile: dict[str, Any] | str, stage: str, task: str, **overr
     """The TrainConfig for ``stage`` ('finetune' | 'distill') of ``task`` under ``profile``."""
     section = profile_section(profile, stage)
     values = dict(section.get("defaults", {}))
-    values.update((section.get("tasks") or {}).get(task, {}))
+    values.update({k: v for k, v in ((section.get("tasks") or {}).get(task) or {}).items() if k not in STAGE_KEYS})
     values.update({k: v for k, v in overrides.items() if v is not None})
     return TrainConfig.from_dict(values)
+
+
+def stage_intermediate(profile: dict[str, Any] | str, stage: str, task: str) -> dict[str, Any] | None:
+    """The ``intermediate:`` settings of ``task`` in ``stage`` (None when it has none), with the
+    stage's ``defaults`` under them: ``task`` and ``head_init`` plus the intermediate run's training
+    options, which start from the stage's defaults (not from ``task``'s own overrides)."""
+    section = profile_section(profile, stage)
+    settings = ((section.get("tasks") or {}).get(task) or {}).get("intermediate")
+    if settings is None:
+        return None
+    if not isinstance(settings, dict) or "task" not in settings:
+        raise ValueError(f"finetune.tasks.{task}.intermediate must be a mapping with a 'task' key, e.g. "
+                         "{task: mnli, train_limit: 9000, epochs: 1, head_init: nli}")
+    return {**dict(section.get("defaults", {})), **settings}
 
 
 def paper_configs(tasks: Iterable[str] | None = None) -> dict[str, dict[str, Any]]:

@@ -3,7 +3,10 @@
 A teacher run lives in ``runs/<profile>/teachers/<task>-<id>/`` (``best/`` holds the model),
 where ``<id>`` comes from the run's identity (the profile's ``finetune`` settings for the task,
 the base model, the data files, the seed), so a changed setting trains a new teacher beside the
-old one instead of silently reusing it.
+old one instead of silently reusing it. A task with an ``intermediate:`` stage in the profile
+(:mod:`ckdlab.workspace.intermediate`, e.g. MNLI before RTE) first trains, or finds, the
+intermediate run in ``runs/<profile>/intermediate/<task>-<id>/`` and starts from its model; the
+intermediate run's identity is part of the teacher's.
 
 Everything a run can be refused for is checked before its folder is opened: the options, the
 model (:func:`~ckdlab.models.backbones.check_model_source`), the results folder, and the data
@@ -28,7 +31,13 @@ from ckdlab.errors import UserError, user_input
 from ckdlab.io import atomic_write_json
 from ckdlab.models import EMBEDDED_NAMES, load_backbone, size_summary
 from ckdlab.models.backbones import backbone_config, check_model_source, head_labels
-from ckdlab.profiles import load_profile, profile_config
+from ckdlab.profiles import load_profile, profile_config, stage_intermediate
+from ckdlab.workspace.intermediate import (
+    check_intermediate,
+    init_from_intermediate,
+    intermediate_data_identity,
+    intermediate_datasets,
+)
 from ckdlab.workspace.folders import results_dir, runs_dir
 from ckdlab.workspace.records import record_path, save_record
 from ckdlab.workspace.runs import (
@@ -119,19 +128,79 @@ def model_reference(model: str | Path) -> dict[str, Any]:
     return {"path": str(path.resolve()), "weights": _weights_hash(str(weights), stat.st_size, stat.st_mtime)}
 
 
+def intermediate_identity(task: str, profile: str | dict = "quick", model: str | None = None, seed: int = 0,
+                          data_dir: str | Path | None = None) -> tuple[RunIdentity, TrainConfig, TaskSpec, str] | None:
+    """``(identity, config, intermediate task, head_init)`` of ``task``'s intermediate stage under
+    ``profile`` (None when the profile gives the task none). Its training options start from the
+    profile's ``finetune`` defaults; its seed is the teacher's."""
+    spec = get_task(task)
+    prof = checked_profile(profile)
+    with user_input("--profile"):
+        settings = stage_intermediate(prof, "finetune", spec.name)
+        if settings is None:
+            return None
+        stage, head_init, options = check_intermediate(settings, spec)
+        config = TrainConfig.from_dict({**options, "seed": seed})
+    identity = RunIdentity("finetune", config.seed, {
+        "task": stage.name, "model": model_reference(str(model or prof["teacher"])), "train": training_identity(config),
+        "data": intermediate_data_identity(stage, data_dir),
+    })
+    return identity, config, stage, head_init
+
+
 def teacher_identity(task: str, profile: str | dict = "quick", model: str | None = None, seed: int = 0,
                      data_dir: str | Path | None = None, **overrides: Any) -> tuple[RunIdentity, TrainConfig, str]:
-    """The identity of fine-tuning ``model`` (default: the profile's teacher) on ``task``."""
+    """The identity of fine-tuning ``model`` (default: the profile's teacher) on ``task`` (with the
+    identity of its intermediate stage, when the profile gives it one)."""
     spec = get_task(task)
     prof = checked_profile(profile)
     model = str(model or prof["teacher"])
     with user_input("--profile"):
         config = profile_config(prof, "finetune", spec.name, seed=seed, **overrides)
-    identity = RunIdentity("finetune", config.seed, {
+    parts = {
         "task": spec.name, "model": model_reference(model), "train": training_identity(config),
         "data": data_identity(spec.name, ("train", "dev"), data_dir),
-    })
-    return identity, config, model
+    }
+    stage = intermediate_identity(spec.name, prof, model, config.seed, data_dir)
+    if stage is not None:
+        parts["intermediate"] = {"task": stage[2].name, "run_id": stage[0].run_id, "head_init": stage[3]}
+    return RunIdentity("finetune", config.seed, parts), config, model
+
+
+def intermediate_dir(task: str, profile: str | dict = "quick", model: str | None = None, seed: int = 0,
+                     data_dir: str | Path | None = None) -> Path | None:
+    """The run folder of ``task``'s intermediate stage under ``profile`` (None without one)."""
+    stage = intermediate_identity(task, profile, model, seed, data_dir)
+    if stage is None:
+        return None
+    identity, _, spec, _ = stage
+    return runs_dir() / checked_profile(profile)["name"] / "intermediate" / f"{spec.name}-{identity.short}"
+
+
+def train_intermediate(task: str, profile: str | dict = "quick", model: str | None = None, seed: int = 0,
+                       data_dir: str | Path | None = None, resume: bool = True) -> dict[str, Any] | None:
+    """Train (or find, by identity) ``task``'s intermediate stage; its summary with ``out_dir`` and
+    ``head_init``, or None when the profile gives the task no intermediate stage."""
+    stage = intermediate_identity(task, profile, model, seed, data_dir)
+    if stage is None:
+        return None
+    identity, config, spec, head_init = stage
+    model = str(model or checked_profile(profile)["teacher"])
+    out = intermediate_dir(task, profile, model, seed, data_dir)
+    if plan_run(out, identity, resume) != "finished":
+        train, dev = intermediate_datasets(spec, config.train_limit, config.dev_limit, config.seed, data_dir)
+        network, tokenizer = load_backbone(model, num_labels=spec.num_labels)
+    existed = existing_ancestor(out)
+    state = open_run(out, identity, resume)
+    if state == "finished":
+        summary = json.loads((out / SUMMARY_FILE).read_text(encoding="utf-8"))
+    else:
+        with guard_new_run(out, state, existed):
+            # The subsets are taken above (the loaders' seeded subsets), so the trainer gets them whole.
+            trainer = Trainer(network, tokenizer, spec, config.replace(train_limit=None, dev_limit=None), out_dir=out,
+                              data_dir=data_dir, train_dataset=train, dev_datasets=dev)
+            summary = {**trainer.train(resume=state == "resume"), "model": model}
+    return {**summary, "task": spec.name, "run_id": identity.run_id, "head_init": head_init, "out_dir": str(out), "state": state}
 
 
 def teacher_dir(task: str, profile: str = "quick", data_dir: str | Path | None = None, **overrides: Any) -> Path:
@@ -171,10 +240,16 @@ def finetune_teacher(
     if record:
         check_results_writable(results_dir())
     start = time.perf_counter()
+    stage = None
     if plan_run(out, identity, resume) != "finished":
         # Read the data and the model before the run folder is opened: a bad file fails here.
         train, dev = task_splits(spec, config, data_dir)
+        stage = train_intermediate(spec.name, prof, model, config.seed, data_dir, resume)
+        if stage is not None and not stage["finished"]:
+            return {**stage, "intermediate": stage["out_dir"]}
         network, tokenizer = load_backbone(model, num_labels=spec.num_labels)
+        if stage is not None:
+            init_from_intermediate(network, Path(stage["out_dir"]) / "best", stage["head_init"])
     existed = existing_ancestor(out)
     state = open_run(out, identity, resume)
     if state == "finished":
@@ -198,6 +273,8 @@ def finetune_teacher(
             "train_examples": summary["train_examples"], "metrics": {k: v for k, v in best.items() if k != "step"},
             "score": summary["best_score"], "out_dir": str(out),
             "wall_time_s": summary.get("wall_time_s", time.perf_counter() - start), **size,
+            **({"intermediate": {k: stage[k] for k in ("task", "run_id", "head_init", "out_dir", "best_score", "wall_time_s")}}
+               if stage is not None else {}),
         }, results_dir(), out / "best")
     return {**summary, **size, "out_dir": str(out), "state": state}
 
