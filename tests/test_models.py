@@ -138,3 +138,18 @@ def test_layer_subset_of_an_encoder_without_pooler():
     encoder = BertModel(config, add_pooling_layer=False)
     student = build_student(encoder, "layers:1,3")
     assert torch.equal(student.encoder.layer[1].output.dense.weight, encoder.encoder.layer[3].output.dense.weight)
+
+
+def test_a_new_head_is_drawn_from_the_seed_not_from_the_global_rng():
+    """Two loads with one seed give the same head whatever the global RNG holds, and leave it alone."""
+    torch.manual_seed(1)
+    a, _ = load_backbone("minilm-l6", num_labels=2, seed=7)
+    state = torch.random.get_rng_state()
+    torch.manual_seed(2)
+    b, _ = load_backbone("minilm-l6", num_labels=2, seed=7)
+    c, _ = load_backbone("minilm-l6", num_labels=2, seed=8)
+    assert torch.equal(a.classifier.weight, b.classifier.weight)
+    assert not torch.equal(a.classifier.weight, c.classifier.weight)
+    torch.manual_seed(1)
+    load_backbone("minilm-l6", num_labels=2, seed=7)
+    assert torch.equal(torch.random.get_rng_state(), state)

@@ -21,8 +21,9 @@ def finetune(
 ) -> dict[str, Any]:
     """Fine-tune ``model`` on ``task``; the best-on-dev model lands in ``out_dir/best``."""
     spec = get_task(task)
-    network, tokenizer = load_backbone(model, num_labels=spec.num_labels)
-    trainer = Trainer(network, tokenizer, spec, config or TrainConfig(), out_dir=out_dir, data_dir=data_dir, callbacks=callbacks)
+    config = config or TrainConfig()
+    network, tokenizer = load_backbone(model, num_labels=spec.num_labels, seed=config.seed)
+    trainer = Trainer(network, tokenizer, spec, config, out_dir=out_dir, data_dir=data_dir, callbacks=callbacks)
     summary = trainer.train(resume=resume)
     summary["model"] = str(model)
     summary["trainer"] = trainer

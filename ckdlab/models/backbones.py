@@ -127,13 +127,23 @@ def load_tokenizer(name_or_path: str | os.PathLike) -> PreTrainedTokenizerBase:
 
 
 def load_backbone(
-    name_or_path: str | os.PathLike, num_labels: int | None = None
+    name_or_path: str | os.PathLike, num_labels: int | None = None, seed: int | None = None
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load ``(model, tokenizer)`` by embedded name, hub id or local directory.
 
     ``num_labels`` adds a sequence-classification head (1 = regression). A local directory that
     already holds a fine-tuned classifier keeps its own head when ``num_labels`` matches it.
+    ``seed`` draws a new head from that seed on a private RNG stream (a run's head then depends on
+    its seed, not on what ran before it in the process); ``None`` uses the global RNG.
     """
+    if seed is None:
+        return _load_backbone(name_or_path, num_labels)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _load_backbone(name_or_path, num_labels)
+
+
+def _load_backbone(name_or_path: str | os.PathLike, num_labels: int | None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     name = str(name_or_path)
     if name == "tiny-random":
         return _build_tiny_random(num_labels), load_tokenizer(name)

@@ -170,7 +170,8 @@ class SourceRun:
 
 def _initial_model(settings: Mapping[str, Any], family: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     task = FAMILIES[family].task
-    model, tokenizer = load_backbone(str(settings["base_model"] or FAMILIES[family].base_model), num_labels=task.num_labels)
+    model, tokenizer = load_backbone(str(settings["base_model"] or FAMILIES[family].base_model), num_labels=task.num_labels,
+                                     seed=settings["seed"])
     if settings["base_shrink"]:  # the smoke profile: a small model cut out of the real one, same vocabulary
         model = build_student(model, settings["base_shrink"], num_labels=task.num_labels, init="slice", seed=settings["seed"])
     return model, tokenizer

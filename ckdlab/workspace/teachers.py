@@ -189,7 +189,7 @@ def train_intermediate(task: str, profile: str | dict = "quick", model: str | No
     out = intermediate_dir(task, profile, model, seed, data_dir)
     if plan_run(out, identity, resume) != "finished":
         train, dev = intermediate_datasets(spec, config.train_limit, config.dev_limit, config.seed, data_dir)
-        network, tokenizer = load_backbone(model, num_labels=spec.num_labels)
+        network, tokenizer = load_backbone(model, num_labels=spec.num_labels, seed=config.seed)
     existed = existing_ancestor(out)
     state = open_run(out, identity, resume)
     if state == "finished":
@@ -247,7 +247,7 @@ def finetune_teacher(
         stage = train_intermediate(spec.name, prof, model, config.seed, data_dir, resume)
         if stage is not None and not stage["finished"]:
             return {**stage, "intermediate": stage["out_dir"]}
-        network, tokenizer = load_backbone(model, num_labels=spec.num_labels)
+        network, tokenizer = load_backbone(model, num_labels=spec.num_labels, seed=config.seed)
         if stage is not None:
             init_from_intermediate(network, Path(stage["out_dir"]) / "best", stage["head_init"])
     existed = existing_ancestor(out)
