@@ -53,7 +53,10 @@ TRAIN = dict(batch_size=32, max_length=64, lr=5e-5, weight_decay=0.01, warmup_ra
 TEMPERATURE = 4.0
 GROUPS = {"kd": [("textbrewer", "kd", False), ("ckdlab", "kd", False), ("ckdlab", "kd", True),
                  ("ckdlab", "ckd+kd", False)],
-          "mse": [("textbrewer", "mse", False), ("ckdlab", "mse", False), ("ckdlab", "mse", True)]}
+          "mse": [("textbrewer", "mse", False), ("ckdlab", "mse", False), ("ckdlab", "mse", True)],
+          # ckdlab's teacher in bf16 (--teacher-precision bf16; fast where the CPU has AMX/AVX512-BF16)
+          "bf16": [("textbrewer", "kd", False), ("ckdlab", "kd", False), ("ckdlab", "kd@bf16", False),
+                   ("ckdlab", "mse@bf16", False)]}
 
 
 def make(teacher: str, student: str, objective: str, cache: bool, examples: int, layer_map, precision: str = "fp32"):
@@ -89,7 +92,9 @@ def prepare(args, student: str, folder: Path) -> tuple[Path, Path]:
 # ------------------------------------------------------------------------------------- runners
 class CkdlabRun:
     def __init__(self, args, student: str, objective: str, cache: bool, batches, state) -> None:
-        self.distiller = make(args.teacher, student, objective, cache, args.steps * 32, STUDENTS[student][2])
+        objective, _, precision = objective.partition("@")
+        self.distiller = make(args.teacher, student, objective, cache, args.steps * 32, STUDENTS[student][2],
+                              precision or "fp32")
         self.distiller.unwrapped_model().load_state_dict(state)
         # The schedule spans every round; all runs of a group are stepped over the same batches.
         self.distiller.config = self.distiller.config.replace(max_steps=args.steps * args.rounds)
@@ -274,7 +279,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--teacher", required=True, help="a fine-tuned SST-2 teacher folder (minilm-l6)")
     parser.add_argument("--students", default="3x384,4x256")
-    parser.add_argument("--groups", default="kd,mse")
+    parser.add_argument("--groups", default="kd,mse", help="kd, mse, bf16 (ckdlab's teacher in bf16)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=8, help="steps per round")
     parser.add_argument("--precision", action="store_true", help="the teacher-precision table instead")
