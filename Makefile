@@ -8,7 +8,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export MPLBACKEND ?= Agg
 
-.PHONY: install test test-fast reproduce ablations weighting paper bench clean-runs
+.PHONY: install test test-fast reproduce ablations weighting paper bench bench-textbrewer clean-runs
 
 # torch is pinned to the CPU wheel (an unpinned torch pulls gigabytes of CUDA packages);
 # requirements.lock pins every other package to the versions this project is tested with.
@@ -44,6 +44,12 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_ckd.py
 	$(BIN)/python benchmarks/bench_distill_step.py --threads 2
 	$(BIN)/python benchmarks/bench_widgets.py
+
+# ckdlab against TextBrewer (optional: pip install textbrewer==0.2.1.post1) and the teacher in
+# bf16/int8; TEACHER is a fine-tuned SST-2 minilm-l6, e.g. TEACHER=runs/quick/teachers/sst2-<id>/best
+bench-textbrewer: $(STAMP)
+	$(BIN)/python benchmarks/bench_vs_textbrewer.py --teacher $(TEACHER)
+	$(BIN)/python benchmarks/bench_vs_textbrewer.py --teacher $(TEACHER) --precision
 
 clean-runs:
 	rm -rf runs results notebooks/executed

@@ -10,6 +10,9 @@ place, so a crash at any moment leaves either the previous checkpoint or the new
 - killed between the two renames of :func:`ckdlab.io.atomic_directory`: only
   ``.checkpoint.old`` exists, a complete checkpoint, which :func:`find_checkpoint` puts back.
 
+Under several processes (``accelerate launch``) every process writes its own RNG state into the
+one temporary folder, which the main process renames into place once all have written.
+
 A checkpoint that cannot be read (a truncated file, a corrupt ``trainer_state.json``) is a
 :class:`~ckdlab.errors.UserError` naming the file and saying that ``--no-resume`` starts afresh.
 """
@@ -61,12 +64,38 @@ def find_checkpoint(out_dir: Path | None) -> Path | None:
 
 
 def save(accelerator: Any, out_dir: Path, loop_state: dict[str, Any]) -> Path:
-    """Accelerate's state plus the loop state, atomically, as ``out_dir/checkpoint``."""
+    """Accelerate's state plus the loop state, atomically, as ``out_dir/checkpoint`` (every process
+    calls this)."""
     path = out_dir / CHECKPOINT
-    with atomic_directory(path) as tmp:
-        accelerator.save_state(str(tmp))
-        atomic_write_json(tmp / STATE_FILE, loop_state)
+    if accelerator.num_processes == 1:
+        with atomic_directory(path) as tmp:
+            accelerator.save_state(str(tmp))
+            atomic_write_json(tmp / STATE_FILE, loop_state)
+        return path
+    # One folder for all processes (a folder per process would each replace the others'); its name
+    # starts with '.checkpoint.', so a resume after a crash removes it as stale.
+    staging = out_dir / f".{CHECKPOINT}.staging"
+    if accelerator.is_main_process:
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(staging))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        atomic_write_json(staging / STATE_FILE, loop_state)
+        _replace_directory(staging, path)
+    accelerator.wait_for_everyone()
     return path
+
+
+def _replace_directory(source: Path, path: Path) -> None:
+    """Put the complete folder ``source`` at ``path`` with the renames of :func:`ckdlab.io.atomic_directory`."""
+    old = path.with_name(f".{path.name}.old")
+    if path.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(path, old)
+    os.replace(source, path)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _unreadable(path: Path, reason: str) -> UserError:

@@ -9,6 +9,7 @@ from typing import Any
 from ckdlab.errors import UserError
 
 MIXED_PRECISION = ("no", "bf16", "fp16")
+TEACHER_PRECISIONS = ("auto", "fp32", "bf16", "int8")
 STUDENT_INITS = ("bert", "slice", "pca", "random")
 
 
@@ -114,7 +115,7 @@ class DistillConfig:
     The one place the defaults live (the CLI, the API and the profiles read them from here).
     ``weights`` None = every term of the objective at 1 (``ce`` at 0 unless named);
     ``student_init`` applies to ``config:`` students (``bert`` random init, ``slice`` the leading
-    block of every teacher matrix).
+    block of every teacher matrix). ``teacher_precision``: see :mod:`ckdlab.models.precision`.
     """
 
     objective: str = option("ckd+kd", "'+'-joined objectives, e.g. ckd+kd, kd, ce, pkd+kd, tinybert+kd, minilm")
@@ -126,6 +127,8 @@ class DistillConfig:
     student_init: str = option("bert", "bert (random) | slice (leading block of the teacher), for config: students")
     balance: str = option("none", "none | grad | loss: set the balanced terms' (CKD's) weights at the start of training")
     balance_fraction: float = option(0.25, "each balanced term's share of the task/KD gradient (balance=grad) or loss")
+    teacher_precision: str = option(
+        "fp32", "fp32 | bf16 | int8 | auto: the frozen teacher's numeric form (auto: bf16 where the device computes it natively)")
 
     def __post_init__(self) -> None:
         _check(_is_number(self.temperature) and self.temperature > 0, "temperature", self.temperature, "a number > 0")
@@ -142,6 +145,8 @@ class DistillConfig:
             _check(not bad, "weights", bad, "finite numbers >= 0 for every term")
         _check(isinstance(self.objective_options, dict), "objective_options", self.objective_options,
                "name=value pairs such as window=10")
+        _check(self.teacher_precision in TEACHER_PRECISIONS, "teacher_precision", self.teacher_precision,
+               f"one of {TEACHER_PRECISIONS}")
 
     def replace(self, **changes: Any) -> "DistillConfig":
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}

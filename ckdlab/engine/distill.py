@@ -5,8 +5,11 @@
 
     loss = Σ_term weight[term] · term(teacher outputs, student outputs, batch)
 
-- The teacher is frozen, in eval mode, under ``no_grad``; the student (and any learned projection
-  of an objective) is what Accelerate wraps for DDP and mixed precision.
+- The teacher is frozen, in eval mode, under ``no_grad``, and runs in ``teacher_precision``
+  (:mod:`ckdlab.models.precision`: a bf16 or int8 copy; ``self.teacher`` stays as given); its
+  outputs reach the objectives in float32. The student and any learned head or projection of an
+  objective are what Accelerate wraps for DDP and mixed precision, and the objectives are called
+  through their DDP wrappers, so their gradients are averaged over processes like the student's.
 - Only terms with a non-zero weight are computed; the weights are passed into the objectives at
   each step, and what the models must produce (hidden states, q/k/v) follows from those terms.
 - Teacher outputs can be cached (``cache_teacher``): logits always, hidden states of the mapped
@@ -39,6 +42,7 @@ from ckdlab.engine.teacher_cache import TeacherCache
 from ckdlab.engine.trainer import Trainer
 from ckdlab.errors import UserError
 from ckdlab.models.outputs import ModelOutputs, forward_outputs, frozen_outputs
+from ckdlab.models.precision import cast_teacher, resolve_teacher_precision
 from ckdlab.objectives.layer_map import resolve_layer_map
 from ckdlab.objectives.registry import REGISTRY, BuildContext, build_objectives, default_weights, parse_objective, term_needs
 
@@ -121,6 +125,7 @@ class Distiller(Trainer):
         teacher_cache: TeacherCache | None = None,
         balance: str | None = None,
         balance_fraction: float | None = None,
+        teacher_precision: str | None = None,
     ) -> None:
         defaults = DistillConfig()
         self.balance = check_scheme(balance or defaults.balance,
@@ -151,6 +156,9 @@ class Distiller(Trainer):
         for param in self.teacher.parameters():
             param.requires_grad_(False)
         self.teacher.eval()
+        self.teacher_precision = resolve_teacher_precision(teacher_precision or defaults.teacher_precision,
+                                                           self.accelerator.device)
+        self._frozen_teacher: torch.nn.Module | None = None
         ctx = BuildContext(
             teacher_config=teacher.config,
             student_config=student.config,
@@ -166,8 +174,28 @@ class Distiller(Trainer):
         self.cache_teacher = cache_teacher
         self.cache_budget_bytes = int(cache_budget_gb * 1024**3)
         self.cache_all_layers = cache_all_layers
+        if teacher_cache is not None and teacher_cache.precision != self.teacher_precision:
+            raise ValueError(f"the teacher cache given holds a {teacher_cache.precision} teacher's outputs but this run's "
+                             f"teacher_precision is {self.teacher_precision}; pass a cache built at that precision or none")
         self.teacher_cache = teacher_cache
+        self._objective_runners: dict[str, torch.nn.Module] = {}
         self._check_separate_tokenization(term_needs(self.weights, self.objective_names))
+        self._check_precision(term_needs(self.weights, self.objective_names))
+
+    def _check_precision(self, needs: Iterable[str]) -> None:
+        if self.teacher_precision == "int8" and "qkv" in needs:
+            readers = [n for n in self.objective_names if "qkv" in term_needs(self.weights, [n])]
+            raise UserError(f"objective(s) {'+'.join(readers)} read the teacher's attention q/k/v, which an int8 teacher "
+                            "(dynamically quantised Linear layers) does not expose; use --teacher-precision bf16 or fp32, "
+                            "or set those terms' weights to 0")
+
+    @property
+    def frozen_teacher(self) -> torch.nn.Module:
+        """The teacher in ``teacher_precision`` (made on first use: a run served by a cache never
+        needs it)."""
+        if self._frozen_teacher is None:
+            self._frozen_teacher = cast_teacher(self.teacher, self.teacher_precision)
+        return self._frozen_teacher
 
     def _check_separate_tokenization(self, needs: Iterable[str]) -> None:
         """With two tokenizations only the teacher's logits are example-aligned: the objectives pair
@@ -185,9 +213,11 @@ class Distiller(Trainer):
     def available_terms(self) -> tuple[str, ...]:
         return tuple(self.default_weights)
 
+    def _learned_objectives(self) -> list[str]:
+        return [name for name, m in self.objectives.items() if any(p.requires_grad for p in m.parameters())]
+
     def trainable_modules(self) -> list[torch.nn.Module]:
-        extra = [m for m in self.objectives.values() if any(p.requires_grad for p in m.parameters())]
-        return [self.model, *extra]
+        return [self.model, *(self.objectives[name] for name in self._learned_objectives())]
 
     def set_temperature(self, value: float) -> None:
         """Change the KD temperature from the next step on; recorded in the run log."""
@@ -224,6 +254,9 @@ class Distiller(Trainer):
                                                       max_length=self.config.max_length)
         self.teacher.to(self.accelerator.device)
         self.objectives.to(self.accelerator.device)
+        # The prepared (under several processes DDP-wrapped) objectives: calling these, not the bare
+        # modules, is what makes DDP average the gradients of their heads and projections.
+        self._objective_runners = dict(zip(self._learned_objectives(), self._prepared_modules[1:]))
         labels = torch.as_tensor(self.train_tokenized["labels"]) if "labels" in self.train_tokenized.column_names else None
         for module in self.objectives.values():
             if hasattr(module, "process_index"):
@@ -242,9 +275,9 @@ class Distiller(Trainer):
                 if TeacherCache.estimate_bytes(lengths, len(every), self.teacher.config.hidden_size) <= self.cache_budget_bytes:
                     layers = every
             self.teacher_cache = TeacherCache.build(
-                self.teacher, self.teacher_tokenized, self._teacher_collator, layers,
+                self.frozen_teacher, self.teacher_tokenized, self._teacher_collator, layers,
                 batch_size=self.config.eval_batch_size, budget_bytes=self.cache_budget_bytes,
-                progress=self.config.progress,
+                progress=self.config.progress, precision=self.teacher_precision,
             )
 
     def _before_first_step(self) -> None:
@@ -281,16 +314,19 @@ class Distiller(Trainer):
     def teacher_outputs(self, batch: dict[str, torch.Tensor], needs: Iterable[str]) -> ModelOutputs:
         needs = frozenset(needs)
         self._check_separate_tokenization(needs)
+        self._check_precision(needs)
         cache = self.teacher_cache
         mapped = self.mapped_teacher_layers(needs)
         if cache is not None and "qkv" not in needs and set(mapped) <= set(cache.layers):
             return cache.lookup(batch["row"], batch["attention_mask"], layers=mapped)
         if self.teacher_tokenizer is None:
-            return frozen_outputs(self.teacher, self.model_inputs(batch), needs & MODEL_OUTPUTS)
-        rows = batch["row"].tolist()
-        own = self._teacher_collator([self.teacher_tokenized[int(row)] for row in rows])
-        inputs = {key: value.to(batch["row"].device) for key, value in self.model_inputs(own).items()}
-        return frozen_outputs(self.teacher, inputs, needs & MODEL_OUTPUTS)
+            inputs = self.model_inputs(batch)
+        else:
+            rows = batch["row"].tolist()
+            own = self._teacher_collator([self.teacher_tokenized[int(row)] for row in rows])
+            inputs = {key: value.to(batch["row"].device) for key, value in self.model_inputs(own).items()}
+        outputs = frozen_outputs(self.frozen_teacher, inputs, needs & MODEL_OUTPUTS)
+        return outputs if self.teacher_precision == "fp32" else as_float32(outputs)
 
     def compute_terms(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         active = self._active()
@@ -299,5 +335,16 @@ class Distiller(Trainer):
         teacher = self.teacher_outputs(batch, needs - {"labels"}) if needs - {"labels"} else None
         terms: dict[str, torch.Tensor] = {}
         for name in active:
-            terms.update(self.objectives[name](teacher, student, batch, weights=self.weights))
+            objective = self._objective_runners.get(name, self.objectives[name])
+            terms.update(objective(teacher, student, batch, weights=self.weights))
         return {k: v for k, v in terms.items() if self.weights.get(k, 0.0) > 0}
+
+
+def as_float32(outputs: ModelOutputs) -> ModelOutputs:
+    """``outputs`` with every tensor in float32 (a bf16 teacher's; an int8 teacher's already are)."""
+    def f32(tensor: torch.Tensor | None) -> torch.Tensor | None:
+        return tensor.float() if tensor is not None and tensor.is_floating_point() else tensor
+
+    hidden = None if outputs.hidden_states is None else tuple(f32(h) for h in outputs.hidden_states)
+    qkv = None if outputs.qkv is None else [tuple(f32(t) for t in layer) for layer in outputs.qkv]
+    return ModelOutputs(logits=f32(outputs.logits), hidden_states=hidden, qkv=qkv)

@@ -3,7 +3,10 @@
 Logits are always cached (N x C floats). Hidden states of the *mapped* teacher layers are cached
 when they fit ``budget_bytes`` (stored per example, trimmed to its length, so dynamic padding and a
 new batch composition every epoch still work). The teacher runs in eval mode, so its outputs are
-deterministic and the cache is exact, not an approximation.
+deterministic and the cache is exact, not an approximation. A bf16 teacher's hidden states are
+kept in bf16 (exactly what it produced, half the memory); lookups return float32. ``precision``
+records the teacher's numeric form (:mod:`ckdlab.models.precision`): outputs of a bf16 or int8
+teacher are not a float32 teacher's, so a cache serves only runs of the same precision.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ class TeacherCache:
     hidden: list[torch.Tensor] | None  # per example [n_layers, len_i, d]
     layers: tuple[int, ...]  # teacher hidden-state indices held in ``hidden``
     n_hidden_states: int
+    precision: str = "fp32"  # the teacher's numeric form (ckdlab.models.precision)
 
     @staticmethod
     def estimate_bytes(lengths: Sequence[int], n_layers: int, width: int, dtype: torch.dtype = torch.float32) -> int:
@@ -39,11 +43,13 @@ class TeacherCache:
         batch_size: int = 64,
         budget_bytes: int = 2 * 1024**3,
         progress: bool = True,
+        precision: str = "fp32",
     ) -> "TeacherCache":
-        """Run the teacher once over ``dataset`` (tokenised, in row order)."""
+        """Run the teacher (in ``precision`` already) once over ``dataset`` (tokenised, in row order)."""
         lengths = [len(ids) for ids in dataset["input_ids"]]
         width = teacher.config.hidden_size
-        keep_hidden = bool(layers) and cls.estimate_bytes(lengths, len(layers), width) <= budget_bytes
+        stored = torch.bfloat16 if precision == "bf16" else torch.float32
+        keep_hidden = bool(layers) and cls.estimate_bytes(lengths, len(layers), width, stored) <= budget_bytes
         device = next(teacher.parameters()).device
         was_training = teacher.training
         teacher.eval()
@@ -58,7 +64,7 @@ class TeacherCache:
             out = teacher(**inputs, output_hidden_states=keep_hidden)
             logits.append(out.logits.float().cpu())
             if keep_hidden:
-                stacked = torch.stack([out.hidden_states[i].float() for i in layers], dim=1).cpu()  # [B, n, L, d]
+                stacked = torch.stack([out.hidden_states[i].to(stored) for i in layers], dim=1).cpu()  # [B, n, L, d]
                 for example, length in zip(stacked, batch["attention_mask"].sum(dim=1).tolist()):
                     hidden.append(example[:, : int(length)].clone())
         teacher.train(was_training)
@@ -67,6 +73,7 @@ class TeacherCache:
             hidden=hidden,
             layers=tuple(layers) if keep_hidden else (),
             n_hidden_states=teacher.config.num_hidden_layers + 1,
+            precision=precision,
         )
 
     @property

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, set_seed
+from accelerate.utils import DataLoaderConfiguration, broadcast_object_list, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_linear_schedule_with_warmup
@@ -190,15 +190,31 @@ class Trainer:
             # 11M-parameter student on 2 CPU threads (the word embeddings dominate).
             fused=device.type in ("cpu", "cuda") or None,
         )
-        scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * self.total_steps), self.total_steps)
-        prepared = self.accelerator.prepare(*modules, optimizer, train_loader, scheduler, *dev_loaders.values())
-        n = len(modules)
-        self._prepared_modules = list(prepared[:n])
-        self.model = self._prepared_modules[0]
-        self.optimizer, self.train_loader, self.scheduler = prepared[n : n + 3]
-        self.dev_loaders = dict(zip(dev_loaders, prepared[n + 3 :]))
+        # Under n processes Accelerate steps a prepared scheduler n times per optimiser step (it
+        # assumes a schedule counted in single-process batches), so the schedule is counted that way.
+        n = self.accelerator.num_processes
+        scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * self.total_steps) * n, self.total_steps * n)
+        prepared = self.accelerator.prepare(modules[0], optimizer, train_loader, scheduler, *dev_loaders.values())
+        self.model = prepared[0]
+        self._prepared_modules = [self.model, *(self._prepare_extra_module(m) for m in modules[1:])]
+        self.optimizer, self.train_loader, self.scheduler = prepared[1:4]
+        self.dev_loaders = dict(zip(dev_loaders, prepared[4:]))
         self._after_setup()
         self._is_setup = True
+
+    def _prepare_extra_module(self, module: torch.nn.Module) -> torch.nn.Module:
+        """An extra trained module (an objective's heads or projections) on the device, saved in
+        checkpoints after the model (``model_1`` ...), and under several processes wrapped in DDP
+        that tolerates parameters unused in a step (a term at weight 0) and leaves buffers alone:
+        an objective's state such as CoDIR's memory bank is kept identical by its own gathered
+        update, and broadcasting it from process 0 at every forward would only cost time."""
+        module = self.accelerator.prepare_model(module, evaluation_mode=True)
+        if self.accelerator.num_processes == 1:
+            return module
+        device = self.accelerator.device
+        return torch.nn.parallel.DistributedDataParallel(
+            module, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False,
+            find_unused_parameters=True)
 
     def _after_setup(self) -> None:
         """Hook for subclasses (e.g. a distiller moves its teacher to the device here)."""
@@ -417,6 +433,11 @@ class Trainer:
         exactly where it stopped (same batches, same learning rate, same RNG state).
         """
         self.setup()
+        if self.accelerator.num_processes > 1:
+            # Every process opens the run folder; one that arrives after the main process wrote
+            # run.json sees a run to resume. The main process's answer is the run's (otherwise the
+            # processes wait at different barriers for ever).
+            resume = bool(broadcast_object_list([resume])[0])
         resumed = self.load_checkpoint() if resume else False
         if not resumed and self.global_step == 0:
             self.logger.reset()
@@ -456,11 +477,15 @@ class Trainer:
             "final_metrics": last_metrics,
             "wall_time_s": time.perf_counter() - start,
         }
-        if self.out_dir is not None and self.accelerator.is_main_process:
+        if self.out_dir is not None:
+            # Every process returns the same summary (callers that record from any process see
+            # the metrics); the main process wrote best_metrics.json and writes summary.json.
+            self.accelerator.wait_for_everyone()
             best = self.out_dir / "best_metrics.json"
             if best.exists():
                 summary["best_metrics"] = json.loads(best.read_text())
-            atomic_write_json(self.out_dir / "summary.json", summary)
+            if self.accelerator.is_main_process:
+                atomic_write_json(self.out_dir / "summary.json", summary)
         self.logger.close()
         for callback in self.callbacks:
             callback.on_train_end(self, summary)

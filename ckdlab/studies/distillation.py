@@ -24,6 +24,7 @@ from typing import Any
 
 import pandas as pd
 import torch
+from accelerate import PartialState
 from transformers import AutoConfig, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from ckdlab.data import TaskSpec, get_task, tokenize_dataset
@@ -34,6 +35,7 @@ from ckdlab.io import atomic_write_json
 from ckdlab.models import build_student, load_backbone, size_summary
 from ckdlab.models.backbones import check_head, check_model_source
 from ckdlab.models.bilstm import BILSTM_INITS, parse_bilstm_spec
+from ckdlab.models.precision import resolve_teacher_precision
 from ckdlab.models.students import parse_config_spec, select_layers
 from ckdlab.objectives.layer_map import resolve_layer_map
 from ckdlab.objectives.ckd_weights import official_to_ours
@@ -196,6 +198,7 @@ def make_distiller(
     cache_teacher: bool = True,
     balance: str | None = None,
     balance_fraction: float | None = None,
+    teacher_precision: str | None = None,
     **overrides: Any,
 ) -> Distiller:
     """A ready :class:`~ckdlab.engine.distill.Distiller` (not trained, no run identity): for driving
@@ -203,7 +206,7 @@ def make_distiller(
     spec = get_task(task)
     settings = distill_settings(profile, objective=objective, weights=weights, temperature=temperature, layer_map=layer_map,
                                 student_init=student_init, objective_options=objective_options, balance=balance,
-                                balance_fraction=balance_fraction)
+                                balance_fraction=balance_fraction, teacher_precision=teacher_precision)
     _, teacher_model, tokenizer = load_teacher(spec.name, teacher, profile, data_dir)
     student_model, student_tokenizer = make_student(teacher_model, student, spec, settings.student_init, seed)
     config = profile_config(profile, "distill", spec.name, seed=seed, **overrides)
@@ -216,6 +219,7 @@ def make_distiller(
         temperature=settings.temperature, layer_map=settings.layer_map, objective_options=settings.objective_options,
         config=config, out_dir=out_dir, data_dir=data_dir, callbacks=callbacks, teacher_tokenizer=tokenizer,
         cache_teacher=cache_teacher, balance=settings.balance, balance_fraction=settings.balance_fraction,
+        teacher_precision=settings.teacher_precision,
     )
 
 
@@ -237,14 +241,17 @@ def prepare_distillation(task: str, student: str, objective: str | None, weights
                          temperature: float | None = None, layer_map: Any = None, student_init: str | None = None,
                          objective_options: dict[str, Any] | None = None, callbacks: Iterable[Callback] = (),
                          cache_teacher: bool = True, balance: str | None = None, balance_fraction: float | None = None,
-                         **overrides: Any) -> PreparedRun:
+                         teacher_precision: str | None = None, **overrides: Any) -> PreparedRun:
     """Check every setting (see the module docstring), read the data, build teacher and student, and
     open the run folder (no training of the student; the profile's teacher is trained when absent)."""
     spec = get_task(task)
     prof = checked_profile(profile)
     settings = distill_settings(prof, objective=objective, weights=weights, temperature=temperature, layer_map=layer_map,
                                 student_init=student_init, objective_options=objective_options, balance=balance,
-                                balance_fraction=balance_fraction)
+                                balance_fraction=balance_fraction, teacher_precision=teacher_precision)
+    with user_input("--teacher-precision"):
+        # Resolved here ('auto' -> what this machine computes): the teacher's outputs decide the numbers.
+        precision = resolve_teacher_precision(settings.teacher_precision, PartialState().device)
     with user_input("--profile"):
         config = profile_config(prof, "distill", spec.name, seed=seed, **overrides)
     with user_input("--objective"):
@@ -269,11 +276,14 @@ def prepare_distillation(task: str, student: str, objective: str | None, weights
         "layer_map": [list(p) for p in pairs], "temperature": settings.temperature,
         "objective_options": settings.objective_options, "balance": [settings.balance, settings.balance_fraction],
         "train": training_identity(config), "data": data_identity(spec.name, ("train", "dev"), data_dir),
+        # Absent for a float32 teacher, so runs recorded before this option keep their identity.
+        **({} if precision == "fp32" else {"teacher_precision": precision}),
     })
     out = Path(out_dir) if out_dir else (runs_dir() / prof["name"] / "students" / spec.name / _safe(student_name)
                                          / _safe(method) / f"seed{seed}-{identity.short}")
     plan_run(out, identity, resume)
-    key = cache_key(model_reference(teacher_path), spec.name, config.to_dict(), identity.config["data"])
+    key = cache_key({**model_reference(teacher_path), "precision": precision}, spec.name, config.to_dict(),
+                    identity.config["data"])
     # Built before the folder is opened (building writes nothing): its checks (tokenisation,
     # weights, objective options) refuse a run without leaving a folder behind.
     distiller = Distiller(
@@ -281,7 +291,7 @@ def prepare_distillation(task: str, student: str, objective: str | None, weights
         weights=settings.weights, temperature=settings.temperature, layer_map=pairs, objective_options=settings.objective_options,
         config=config, out_dir=out, data_dir=data_dir, train_dataset=train, dev_datasets=dev, callbacks=callbacks,
         teacher_tokenizer=tokenizer, cache_all_layers=True, cache_teacher=cache_teacher, balance=settings.balance,
-        balance_fraction=settings.balance_fraction,
+        balance_fraction=settings.balance_fraction, teacher_precision=precision,
         teacher_cache=POOL.get(key, sorted({t for t, _ in pairs}) if "hidden_states" in term_needs(resolved_weights, names) else [])
         if cache_teacher else None,
     )
@@ -363,7 +373,8 @@ def distill(
     config: TrainConfig = run.labels["config"]
     row = {
         "run_id": run.identity.run_id, "config_id": run.identity.config_id, "kind": "distill", "profile": run.labels["profile"],
-        "task": spec.name, "teacher": str(run.teacher_path), "student": student_name, "student_spec": student,
+        "task": spec.name, "teacher": str(run.teacher_path),
+        "teacher_precision": run.distiller.teacher_precision, "student": student_name, "student_spec": student,
         "method": method, "objective": settings.objective, "weights": weights_used,
         "balance": {"scheme": settings.balance, "fraction": settings.balance_fraction, "report": balance_report},
         "temperature": settings.temperature, "layer_map": run.identity.config["layer_map"],
@@ -373,7 +384,8 @@ def distill(
         "score": summary["best_score"], "out_dir": str(run.out_dir),
         "wall_time_s": summary.get("wall_time_s", time.perf_counter() - start), **size,
     }
-    if record and summary.get("finished", True):
+    # Under several processes only the main one has the metrics (and writes files).
+    if record and summary.get("finished", True) and run.distiller.accelerator.is_main_process:
         save_record(row, results_dir(), run.out_dir / "best")
     return row
 
