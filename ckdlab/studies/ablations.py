@@ -20,7 +20,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from ckdlab.objectives.registry import default_weights, parse_objective
+from ckdlab.objectives.registry import REGISTRY, default_weights, parse_objective
 from ckdlab.profiles import load_profile, merge, profile_section
 from ckdlab.results import group_conclusions
 from ckdlab.studies.distillation import distill
@@ -80,9 +80,15 @@ def variants(profile: str | dict, grid: str = "reduced") -> list[tuple[str, str,
 
 
 def _valid(options: dict[str, Any]) -> dict[str, Any]:
-    """Drop weights of terms the variant's objective does not have (e.g. ``kd`` once KD is removed)."""
-    terms = default_weights(parse_objective(options["objective"]))
+    """Drop weights of terms the variant's objective does not have (e.g. ``kd`` once KD is removed), and
+    options that only objectives it does not run read (the CKD base's options in a CoDIR variant).
+    An option no objective reads stays, so that the run names it in its error."""
+    names = parse_objective(options["objective"])
+    terms = default_weights(names)
     options["weights"] = {k: v for k, v in (options.get("weights") or {}).items() if k in terms}
+    others = {o for name, spec in REGISTRY.items() if name not in names for o in spec.options}
+    others -= {o for name in names for o in REGISTRY[name].options}
+    options["objective_options"] = {k: v for k, v in (options.get("objective_options") or {}).items() if k not in others}
     return options
 
 
