@@ -36,11 +36,12 @@ def test_full_quick_grid():
     assert {c.task for c in cells} == {"sst2", "mrpc", "rte"} and {c.seed for c in cells} == {0, 1, 2}
     per_task_seed = [c for c in cells if c.task == "sst2" and c.seed == 0]
     groups = {g for g, *_ in ((c.group,) for c in per_task_seed)}
-    assert groups == {"relations", "pair vs triplet", "logit KD", "layer map", "triplet window", "pair metric", ab.SWEEP_GROUP}
-    assert len(per_task_seed) == 3 + 3 + 2 + 3 + 4 + 2 + 9
-    # Seven cells are the default configuration (one per group plus λ = (1, 1)): 20 distinct runs.
-    assert len(ab.distinct_runs(per_task_seed)) == 20
-    assert len(ab.distinct_runs(cells)) == 20 * 9
+    assert groups == {"relations", "pair vs triplet", "logit KD", "layer map", "triplet window", "pair metric", "CoDIR", ab.SWEEP_GROUP}
+    assert len(per_task_seed) == 3 + 3 + 2 + 3 + 4 + 2 + 5 + 9
+    # Seven cells are the default configuration (one per group plus λ = (1, 1)): 20 distinct CKD runs,
+    # and the CoDIR group's five variants (tests/test_codir_runs.py) share none of them.
+    assert len(ab.distinct_runs(per_task_seed)) == 20 + 5
+    assert len(ab.distinct_runs(cells)) == 25 * 9
     options = {(c.group, c.variant): c.options for c in per_task_seed}
     assert options[("triplet window", "w=5")]["objective_options"] == {"pair_metric": "cos", "window": 5}
     assert options[("pair metric", "l2")]["objective_options"]["pair_metric"] == "l2"
