@@ -145,3 +145,21 @@ def test_paper_configs_carry_codir_for_the_six_layer_students():
     assert set(frame["layer_pairs"]) == {7}  # uniform 12 -> 6: embeddings + 6 pairs; CoDIR takes the 6
     with pytest.raises(ValueError, match="methods"):
         api.paper_runs(["sst2"], dry_run=True, methods=["CoDIR"])
+
+
+def test_cli_distills_codir_with_its_options(tmp_path, capsys):
+    import json
+
+    from ckdlab.cli import main
+
+    code = main(["distill", "--task", "mrpc", "--student", NARROW, "--objective", "codir+kd", "--profile", "smoke",
+                 "--weights", "ce=0.5,kd=0.5,codir=0.2", "--objective-options", "pooling=mean,negatives=7,symmetric=true",
+                 "--max-steps", "2", "--out", str(tmp_path / "cli")])
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["objective"] == "codir+kd" and out["weights"]["codir"] == 0.2
+    assert out["objective_options"] == {"pooling": "mean", "negatives": 7, "symmetric": True}
+    assert checkpoint_tensor(tmp_path / "cli", "student_bank").shape == checkpoint_tensor(tmp_path / "cli", "bank").shape
+    assert main(["distill", "--task", "mrpc", "--student", NARROW, "--objective", "codir+kd", "--profile", "smoke",
+                 "--objective-options", "pooling=max", "--max-steps", "1", "--out", str(tmp_path / "bad")]) == 2
+    assert "pooling must be one of" in capsys.readouterr().err
