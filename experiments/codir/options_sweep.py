@@ -65,6 +65,7 @@ def summary(frame: pd.DataFrame) -> pd.DataFrame:
     grouped = relative.groupby(["task", "student", "config"], sort=False)
     out = grouped.agg(mean=("score", "mean"), std=("score", "std"), n=("score", "size"),
                       time_vs_kd=("time_vs_kd", "mean"), wall_s=("wall_time_s", "mean"))
+    out = out.sort_index(level=["task", "student"], sort_remaining=False)  # configs stay in run order
     out["mean"] *= 100
     out["std"] *= 100
     return out.round({"mean": 1, "std": 1, "time_vs_kd": 2, "wall_s": 0})
