@@ -38,13 +38,13 @@ def test_full_quick_grid():
     per_task_seed = [c for c in cells if c.task == "sst2" and c.seed == 0]
     groups = {g for g, *_ in ((c.group,) for c in per_task_seed)}
     assert groups == {"weighting", "pair relation", "relations", "pair vs triplet", "logit KD", "layer map", "triplet window",
-                      "pair metric", ab.SWEEP_GROUP}
-    assert len(per_task_seed) == 6 + 3 + 3 + 3 + 2 + 3 + 4 + 2 + 9
+                      "pair metric", "CoDIR", ab.SWEEP_GROUP}
+    assert len(per_task_seed) == 6 + 3 + 3 + 3 + 2 + 3 + 4 + 2 + 5 + 9
     # Eight cells are the default configuration (every group's default variant: weighting, pair relation,
     # WR + LTR, pair + triplet, with KD, uniform, all triplets, cos) and the sweep's λ = (1, 1) is
-    # "weights 1": 35 cells, 27 distinct runs.
-    assert len(ab.distinct_runs(per_task_seed)) == 27
-    assert len(ab.distinct_runs(cells)) == 27 * 9
+    # "weights 1": 35 CKD cells, 27 distinct runs; the CoDIR group's five variants share none of them.
+    assert len(ab.distinct_runs(per_task_seed)) == 27 + 5
+    assert len(ab.distinct_runs(cells)) == 32 * 9
     options = {(c.group, c.variant): c.options for c in per_task_seed}
     assert options[("triplet window", "w=5")]["objective_options"] == {"pair_metric": "cos", "window": 5}
     assert options[("pair metric", "l2")]["objective_options"]["pair_metric"] == "l2"

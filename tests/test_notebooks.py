@@ -45,7 +45,7 @@ def test_notebook_01_smoke(tmp_path):
 def test_notebook_03_smoke(tmp_path):
     execute("03_ckd_distillation.ipynb", tmp_path, tasks=["sst2", "rte"])
     table = (tmp_path / "results" / "smoke" / "ckd_distillation_table_mean.csv").read_text().splitlines()
-    assert len(table) == 1 + 2 * 3  # header + 2 students x 3 methods
+    assert len(table) == 1 + 2 * 4  # header + 2 students x 4 methods (no KD, logit KD, CKD + KD, CoDIR + KD)
     assert (tmp_path / "figures" / "smoke" / "03_ckd_scores.png").exists()
     assert (tmp_path / "figures" / "smoke" / "03_ckd_loss_terms.png").exists()
 

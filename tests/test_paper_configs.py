@@ -83,7 +83,7 @@ def test_triplet_and_ltr_factors_by_enumeration():
 
 def test_paper_runs_dry_run_builds_every_config_fast():
     start = time.perf_counter()
-    frame = api.paper_runs(dry_run=True)
+    frame = api.paper_runs(dry_run=True, methods=["CKD + KD"])  # CoDIR + KD: tests/test_codir_runs.py
     elapsed = time.perf_counter() - start
     assert len(frame) == 8 * 3
     assert set(frame["student"]) == {"6L-768", "4L-312", "6L-384"}

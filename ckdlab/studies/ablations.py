@@ -79,12 +79,14 @@ def variants(profile: str | dict, grid: str = "reduced") -> list[tuple[str, str,
 
 
 def _valid(options: dict[str, Any]) -> dict[str, Any]:
-    """Drop weights of terms the variant's objective does not have (e.g. ``kd`` once KD is removed);
-    a named weighting (``"official"``) stays as it is."""
+    """Drop weights of terms the variant's objective does not have (e.g. ``kd`` once KD is removed), and
+    options that only objectives it does not run read (the CKD base's options in a CoDIR variant).
+    An option no objective reads stays, so that the run names it in its error; a named weighting
+    (``"official"``) stays as it is."""
     names = parse_objective(options["objective"])
-    # Options of objectives the variant no longer has (e.g. CKD's window once CKD is removed) go too.
-    readable = {option for name in names for option in REGISTRY[name].options}
-    options["objective_options"] = {k: v for k, v in (options.get("objective_options") or {}).items() if k in readable}
+    others = {o for name, spec in REGISTRY.items() if name not in names for o in spec.options}
+    others -= {o for name in names for o in REGISTRY[name].options}
+    options["objective_options"] = {k: v for k, v in (options.get("objective_options") or {}).items() if k not in others}
     if isinstance(options.get("weights"), str):
         return options
     terms = default_weights(names)
