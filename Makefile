@@ -45,7 +45,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_distill_step.py --threads 2
 	$(BIN)/python benchmarks/bench_widgets.py
 
-# ckdlab against TextBrewer (optional: pip install textbrewer==0.2.1.post1) and the teacher in
+# ckdlab against TextBrewer (optional: pip install -e ".[bench]") and the teacher in
 # bf16/int8; TEACHER is a fine-tuned SST-2 minilm-l6, e.g. TEACHER=runs/quick/teachers/sst2-<id>/best
 bench-textbrewer: $(STAMP)
 	$(BIN)/python benchmarks/bench_vs_textbrewer.py --teacher $(TEACHER)

@@ -543,3 +543,19 @@ def test_capture_feeds_objectives_end_to_end_with_gradients():
     MiniLM(4, relations=("qq",))(t, SimpleNamespace(qkv=qkv_s), batch)["minilm_qq"].backward()
     assert query.weight.grad.abs().sum() > 0
     assert student.bert.encoder.layer[0].attention.self.value.weight.grad is None
+
+
+def test_tinybert_hidden_only_reads_a_cached_teacher_without_its_embeddings():
+    """The teacher cache keeps only mapped layers (None elsewhere): with only ``tinybert_hidden`` on,
+    TinyBERT must not need the teacher's embedding output."""
+    gen = torch.Generator().manual_seed(10)
+    mask = random_mask(gen, 2, 5)
+    teacher, student = fake_output(gen, mask, 8, 4), fake_output(gen, mask, 6, 2)
+    pairs = [(2, 1), (4, 2)]
+    module = TinyBERT(pairs, 8, 6, 2, 2).to(DT)
+    full = module(teacher, student, {"attention_mask": mask}, weights={"tinybert_hidden": 1.0})
+    cached = SimpleNamespace(logits=teacher.logits, qkv=None,
+                             hidden_states=tuple(h if i in (2, 4) else None for i, h in enumerate(teacher.hidden_states)))
+    got = module(cached, student, {"attention_mask": mask}, weights={"tinybert_hidden": 1.0})
+    assert set(got) == {"tinybert_hidden"}
+    assert got["tinybert_hidden"].item() == pytest.approx(full["tinybert_hidden"].item(), rel=1e-12)

@@ -18,6 +18,8 @@ The convention (README authors: write blocks so that these rules apply):
     - ``make <target>`` is checked for syntax only: the target exists in the Makefile.
     - ``accelerate <command> ...`` is parsed by accelerate's own command-line parser; for
       ``accelerate launch ... -m ckdlab.cli ...`` the ckdlab part is parsed by ckdlab's parser too.
+    - leading ``NAME=value`` words (environment for that one command, e.g. ``ACCELERATE_USE_CPU=true``)
+      are set aside; the rest of the line follows these rules.
     - any other first word fails this test until a rule for it is added here.
 * An HTML comment right before a block changes what runs:
     - ``<!-- smoke: ... -->`` gives the smoke form of the block (code or command lines, same
@@ -264,6 +266,8 @@ def run_bash(code: str, capsys) -> list[str]:
 
     done = []
     for words in bash_commands(code):
+        while len(words) > 1 and re.fullmatch(r"[A-Z_][A-Z0-9_]*=\S*", words[0]):
+            words = words[1:]
         first = words[0]
         if first == "ckdlab":
             args = smoke_ckdlab(words[1:])
@@ -339,9 +343,10 @@ def test_bash_rules():
         run_bash("make no-such-target", capsys=None)
     with pytest.raises(AssertionError, match="does not parse"):
         run_bash("accelerate launch -m ckdlab.cli distill --no-such-flag", capsys=None)
-    assert run_bash("accelerate launch --cpu --num_processes 2 -m ckdlab.cli distill --task sst2 --student layers:0",
-                    capsys=None) == ["parsed (accelerate and ckdlab): accelerate launch --cpu --num_processes 2 -m ckdlab.cli distill "
-                                     "--task sst2 --student layers:0"]
+    assert run_bash("ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes 2 -m ckdlab.cli distill --task sst2 "
+                    "--student layers:0", capsys=None) == [
+        "parsed (accelerate and ckdlab): accelerate launch --multi_gpu --num_processes 2 -m ckdlab.cli distill "
+        "--task sst2 --student layers:0"]
 
 
 def test_smoke_comments_are_read():

@@ -7,9 +7,9 @@ import math
 from typing import Any
 
 from ckdlab.errors import UserError
+from ckdlab.models.precision import TEACHER_PRECISIONS
 
 MIXED_PRECISION = ("no", "bf16", "fp16")
-TEACHER_PRECISIONS = ("auto", "fp32", "bf16", "int8")
 STUDENT_INITS = ("bert", "slice", "pca", "random")
 
 

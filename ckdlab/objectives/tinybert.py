@@ -116,10 +116,12 @@ class TinyBERT(nn.Module):
             self.proj_emb = nn.Linear(d_student, d_teacher)
 
     def _check_hidden(self, hs_t: tuple[Tensor, ...], hs_s: tuple[Tensor, ...]) -> None:
-        if hs_t[0].shape[-1] != self.d_teacher or hs_s[0].shape[-1] != self.d_student:
+        # The teacher cache leaves unmapped layers (often the embeddings) as None: check a layer it holds.
+        width_t = next((h.shape[-1] for h in hs_t if h is not None), None)
+        if width_t != self.d_teacher or hs_s[0].shape[-1] != self.d_student:
             raise ValueError(
                 f"TinyBERT was built for widths teacher {self.d_teacher} / student {self.d_student} but got "
-                f"hidden states of width {hs_t[0].shape[-1]} / {hs_s[0].shape[-1]}; pass the models' hidden_size"
+                f"hidden states of width {width_t} / {hs_s[0].shape[-1]}; pass the models' hidden_size"
             )
         for t, s in self.pairs:
             if t >= len(hs_t) or s >= len(hs_s):
