@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ckdlab.errors import UserError
 from ckdlab.io import atomic_write_text
 
 MAX_ROWS = 200  # rows shown per table; the CSV beside the report holds the rest
@@ -169,7 +170,7 @@ def build_report(profile: str, results: str | Path | None = None, figures: str |
     timings_file = next((p for p in csvs if p.name == f"{TIMINGS_PREFIX}{profile}.csv"), None)
     pictures = sorted(p for p in figure_dir.glob("*") if p.suffix.lower() in FIGURE_SUFFIXES) if figure_dir.is_dir() else []
     if not tables and not pictures:
-        raise ValueError(f"profile={profile!r} has no tables in {folder} and no figures in {figure_dir}; "
+        raise UserError(f"profile={profile!r} has no tables in {folder} and no figures in {figure_dir}; "
                          f"run the notebooks first (ckdlab notebooks --profile {profile})")
     timings = pd.read_csv(timings_file) if timings_file is not None else None
     folder.mkdir(parents=True, exist_ok=True)

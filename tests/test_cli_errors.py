@@ -230,6 +230,7 @@ CASES = [
     Case("paper task", lambda s, c: ["paper", "--tasks", "nosuch", "--dry-run"], ("unknown GLUE task", "nosuch")),
     Case("notebooks prefix", lambda s, c: ["notebooks", "--only", "99"], ("--only", "99")),
     Case("notebook parameter", lambda s, c: ["notebooks", "--only", "01", "--param", "grid"], ("--param", "name=value")),
+    Case("report before any notebook ran", lambda s, c: ["report", "--profile", "paper"], ("no tables", "ckdlab notebooks")),
 ]
 
 

@@ -17,6 +17,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 from ckdlab import cli  # noqa: E402
+from ckdlab.errors import UserError  # noqa: E402
 from ckdlab.report import MAX_ROWS, build_report, figure_folder  # noqa: E402
 from ckdlab.workspace.runs import package_version  # noqa: E402
 
@@ -104,7 +105,7 @@ def test_quick_figures_are_the_top_level_folder_and_nothing_to_report_is_an_erro
     _, markdown = build_report("quick", results=tmp_path / "results", figures=tmp_path / "figures")
     text = markdown.read_text()
     assert "01_top.png" in text and "01_smoke_only" not in text and "No run times" in text
-    with pytest.raises(ValueError, match="profile='paper' has no tables"):
+    with pytest.raises(UserError, match="profile=.paper. has no tables"):
         build_report("paper", results=tmp_path / "results", figures=tmp_path / "figures")
 
 
