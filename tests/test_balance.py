@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ckdlab import api
-from ckdlab.engine.balance import balanced_weights, check_scheme, gradient_norm, measure
+from ckdlab.engine.balance import MAX_BALANCED_WEIGHT, balanced_weights, check_scheme, gradient_norm, measure
 
 NARROW = "config:L2-H32-A2-I64"
 CKD_TERMS = ("wr_pair", "wr_triplet", "ltr_pair", "ltr_triplet")
@@ -36,6 +36,10 @@ def test_measure_and_weights_on_synthetic_terms():
     assert measured["wr_pair"]["loss"] == pytest.approx(1.0) and measured["reference"]["loss"] == pytest.approx(14.0)
     assert balanced_weights(measured, "grad", 0.25) == {"wr_pair": pytest.approx(0.25 * 7)}
     assert balanced_weights(measured, "loss", 0.5) == {"wr_pair": pytest.approx(0.5 * 14)}
+    # A term that starts (almost) matched does not get an exploding weight; one at exactly 0 keeps the fraction.
+    nearly = {"reference": {"grad": 1.0, "loss": 0.7}, "ltr_pair": {"grad": 0.0, "loss": 1e-9}}
+    assert balanced_weights(nearly, "loss", 0.25) == {"ltr_pair": MAX_BALANCED_WEIGHT}
+    assert balanced_weights(nearly, "grad", 0.25) == {"ltr_pair": 0.25}
     with pytest.raises(ValueError, match="balance="):
         check_scheme("gradnorm", 0.25)
     with pytest.raises(ValueError, match="balance_fraction"):

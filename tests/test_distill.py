@@ -112,7 +112,9 @@ def test_weight_and_temperature_changes_apply_next_step_and_are_logged(tmp_path)
     expected = sum(distiller.weights[k] * v for k, v in second.items() if k in distiller.weights)
     assert second["loss"] == pytest.approx(expected, rel=1e-5)
     log = events(tmp_path / "live")
-    assert [(e["event"], e.get("name"), e["step"]) for e in log] == [
+    # The default weighting balances CKD's terms before the first step (wr_triplet, named, is left alone).
+    assert log[0]["event"] == "balanced_weights" and "wr_triplet" not in log[0]["weights"]
+    assert [(e["event"], e.get("name"), e["step"]) for e in log[1:]] == [
         ("set_weight", "wr_triplet", 1), ("set_weight", "kd", 1), ("set_temperature", None, 1)]
     assert distiller.objectives["kd"].temperature == 4.0
     with pytest.raises(ValueError, match="temperature must be > 0"):

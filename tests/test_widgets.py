@@ -41,8 +41,10 @@ def distiller(tiny, data, out_dir, **kwargs) -> Distiller:
     )
 
 
-def events(run) -> list[dict]:
-    return [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+def events(run, balancing: bool = False) -> list[dict]:
+    """The run's events; the default weighting's "balanced_weights" event only when asked for."""
+    every = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+    return every if balancing else [e for e in every if e["event"] != "balanced_weights"]
 
 
 # ----------------------------------------------------------------- explorer
@@ -129,6 +131,10 @@ def test_a_slider_changes_the_weight_from_the_next_step_and_is_logged(tiny, data
     run = tmp_path / "live"
     panel = LiveDistillationPanel(distiller(tiny, data, run), refresh_every=3, dpi=40)
     assert set(panel.sliders) == {"ce", *CKD_TERMS, "kd", "temperature"}
+    # The sliders start at the weights the first step uses: CKD's balanced by the default weighting.
+    balanced = events(run, balancing=True)[0]
+    assert balanced["event"] == "balanced_weights" and set(balanced["weights"]) == set(CKD_TERMS)
+    assert all(panel.sliders[t].value == pytest.approx(w) for t, w in balanced["weights"].items())
     panel.run_steps(1)
     old = dict(panel.trainer.weights)
     panel.sliders["wr_pair"].value = 3.0
@@ -148,7 +154,7 @@ def test_a_slider_changes_the_weight_from_the_next_step_and_is_logged(tiny, data
     assert log.loc[1, "loss"] == pytest.approx(weighted(1, old), rel=1e-5)
     assert log.loc[2, "loss"] == pytest.approx(weighted(2, new), rel=1e-5)
     assert log.loc[2, "loss"] != pytest.approx(weighted(2, old), rel=1e-3)
-    assert panel.state()["events"][0] == {"step": 1, "event": "set_weight", "name": "wr_pair", "old": 1.0, "new": 3.0}
+    assert panel.state()["events"][1] == {"step": 1, "event": "set_weight", "name": "wr_pair", "old": old["wr_pair"], "new": 3.0}
     assert panel.refreshes == 2  # at build time and after step 3: teacher | student | difference of the probe
     assert [v.row_labels for v in panel.probe_views][0][:2] == ["[CLS]", "the"]
 

@@ -17,7 +17,9 @@ so each balanced term starts out pushing the encoder with ``fraction`` of the ta
 ``scheme="loss"``: the same with loss values instead of gradient norms,
 ``w_t = fraction * L_ref / L_t`` (no extra backward pass; blind to how steep a term is).
 
-The weights are then fixed for the run (logged as an event, saved in checkpoints and in the
+The package default is ``loss`` at ``fraction=0.25`` (:class:`~ckdlab.engine.config.DistillConfig`),
+chosen from ``experiments/weighting`` (logit KD, weights 1, the paper's weights, ``grad`` and ``loss`` on
+SST-2 with three seeds and both quick students). The weights are then fixed for the run (logged as an event, saved in checkpoints and in the
 run's record). Weights the user gave explicitly are never changed; a resumed run keeps the
 weights it started with.
 """
@@ -69,9 +71,16 @@ def measure(compute_terms: Callable[[dict[str, Tensor]], dict[str, Tensor]], bat
     return {name: {k: v / count for k, v in values.items()} for name, values in sums.items()}
 
 
+# A term that starts out (almost) matched — a student copied from the teacher, a tiny model — measures
+# near 0, and the ratio would give it a weight that explodes as soon as the student moves. Real runs
+# measured weights of 0.16-51 (experiments/weighting); the cap only stops such degenerate ratios.
+MAX_BALANCED_WEIGHT = 1000.0
+
+
 def balanced_weights(measured: Mapping[str, Mapping[str, float]], scheme: str, fraction: float) -> dict[str, float]:
-    """``w_t = fraction * m_ref / m_t`` with m the gradient norm (``grad``) or the loss (``loss``);
-    a term that measures 0 (nothing to match yet) keeps weight ``fraction``."""
+    """``w_t = min(fraction * m_ref / m_t, MAX_BALANCED_WEIGHT)`` with m the gradient norm (``grad``) or
+    the loss (``loss``); a term that measures 0 (nothing to match yet) keeps weight ``fraction``."""
     key = "grad" if scheme == "grad" else "loss"
     ref = measured["reference"][key]
-    return {t: (fraction * ref / m[key] if m[key] > 0 else fraction) for t, m in measured.items() if t != "reference"}
+    return {t: (min(fraction * ref / m[key], MAX_BALANCED_WEIGHT) if m[key] > 0 else fraction)
+            for t, m in measured.items() if t != "reference"}

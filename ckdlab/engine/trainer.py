@@ -225,6 +225,14 @@ class Trainer:
     def _before_first_step(self) -> None:
         """Hook for subclasses: once before the first step of a fresh run (e.g. balancing weights)."""
 
+    def start(self) -> None:
+        """Set up and do what precedes a fresh run's first step (e.g. balance the weights), once; the
+        first :meth:`step` calls it, a panel that shows the weights calls it before drawing them."""
+        self.setup()
+        if not self._started:
+            self._started = True
+            self._before_first_step()
+
     # ----------------------------------------------------------------- the loss
     def model_inputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return model_inputs(batch)
@@ -280,10 +288,7 @@ class Trainer:
 
     def step(self) -> dict[str, float]:
         """One optimisation step; returns the logged values (terms, total loss, lr)."""
-        self.setup()
-        if not self._started:
-            self._started = True
-            self._before_first_step()
+        self.start()
         for module in self._prepared_modules:
             module.train()
         batch = self._next_batch()

@@ -113,12 +113,16 @@ class LiveDistillationPanel:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         try:
-            self._bind_loop(asyncio.get_running_loop())
-        except RuntimeError:
-            pass  # built outside an event loop (a script, a test): start() binds the loop it runs in
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # built outside an event loop (a script, a test): start() binds the loop it runs in
+            loop = None
+        if loop is not None:
+            self._bind_loop(loop)
         self._teacher_probe = None
         self.probe_views: tuple[Any, ...] = ()
 
+        # The sliders show the weights the first step will use (balanced ones included).
+        trainer.start()
         terms = tuple(trainer.available_terms())
         if TEMPERATURE in terms:
             raise ValueError(f"a loss term may not be called '{TEMPERATURE}': that slider name is taken by the KD temperature")
