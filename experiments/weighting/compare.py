@@ -56,7 +56,8 @@ def main() -> None:
                     start = time.time()
                     row = api.distill(task, student=STUDENTS[name], student_name=name, method=label, profile="quick",
                                       seed=seed, progress=False, **METHODS[label])
-                    record = {"task": task, "seed": seed, "student": name, "method": label, "score": row["score"],
+                    record = {"task": task, "seed": seed, "student": name, "method": label,
+                              "teacher": Path(str(row["teacher"])).parent.name, "score": row["score"],
                               "wall_s": round(time.time() - start, 1), "weights": json.dumps(row["weights"]),
                               **{k: v for k, v in row["metrics"].items() if k.startswith("fidelity")}}
                     pd.DataFrame([record]).to_csv(OUT, mode="a", header=not OUT.exists(), index=False)

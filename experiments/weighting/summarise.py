@@ -1,5 +1,6 @@
 """Summarise experiments/weighting/results.csv: mean ± std over seeds per task, student and method;
-paired differences against logit KD with 95% intervals (the sentences they support); and, from the
+paired differences against logit KD with 95% intervals (the sentences they support, per student and
+teacher: the SST-2 teacher changed with the quick recipes, so runs name theirs); and, from the
 runs' event logs, each CKD term's gradient norm on the student encoder before and after balancing.
 
     python experiments/weighting/summarise.py [--runs runs/]
@@ -19,7 +20,7 @@ FIDELITY = ["fidelity.cos_gap_centred", "fidelity.wr_pair", "fidelity.wr_triplet
 
 
 def score_table(runs: pd.DataFrame) -> pd.DataFrame:
-    grouped = runs.groupby(["task", "student", "method"], sort=False)
+    grouped = runs.groupby(["task", "student", "teacher", "method"], sort=False)
     table = grouped["score"].agg(["mean", "std", "count"]).rename(columns={"count": "n"})
     for column in FIDELITY:
         table[column.removeprefix("fidelity.")] = grouped[column].mean()
@@ -47,13 +48,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", default="runs", help="the CKDLAB_RUNS folder the runs were written to")
     args = parser.parse_args()
-    runs = pd.read_csv(HERE / "results.csv").drop_duplicates(["task", "seed", "student", "method"], keep="last")
+    runs = pd.read_csv(HERE / "results.csv").drop_duplicates(["task", "seed", "student", "teacher", "method"], keep="last")
     pd.set_option("display.width", 200)
     print(score_table(runs).to_string(), "\n")
-    for method in [m for m in dict.fromkeys(runs["method"]) if m != "KD"]:
-        table = paired_differences(runs, method, "KD")
-        for sentence in table.get("sentence", []):
-            print(sentence)
+    # Paired over seeds against logit KD with the same student and teacher; lower distances are better.
+    for (student, teacher), part in runs.groupby(["student", "teacher"], sort=False):
+        for method in [m for m in dict.fromkeys(part["method"]) if m != "KD"]:
+            for value, higher in (("score", True), ("fidelity.cos_gap_centred", False)):
+                table = paired_differences(part, method, "KD", value=value, higher_is_better=higher)
+                for sentence in table.loc[table["task"] != "average", "sentence"] if not table.empty else []:
+                    print(f"[teacher {teacher}, {value}] {sentence}")
     norms = gradient_norms(Path(args.runs))
     if not norms.empty:
         print("\ngradient norm on the student encoder, mean over seeds (balance=grad, fraction 0.25)")
