@@ -12,14 +12,8 @@ import seaborn as sns
 from matplotlib.figure import Figure
 
 from ckdlab.results import pareto_front, size_frame
+from ckdlab.viz.frames import need_columns
 
-
-def _need(frame: pd.DataFrame, columns: tuple[str, ...], what: str) -> None:
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise ValueError(f"{what} needs column(s) {missing}; the frame has {list(frame.columns)}")
-    if frame.empty:
-        raise ValueError(f"{what}: the frame is empty")
 
 
 def _save(fig: Figure, save_to: str | Path | None) -> Figure:
@@ -33,7 +27,7 @@ def plot_ablation_bars(frame: pd.DataFrame, groups: list[str] | None = None, sca
                        save_to: str | Path | None = None) -> Figure:
     """One panel per ablation group: bars of mean score per task and variant, error bars = std over
     seeds (none with a single seed). Default groups: all but the λ sweep (rows with ``lambda_wr``)."""
-    _need(frame, ("group", "variant", "task", "seed", "score"), "plot_ablation_bars")
+    need_columns(frame, ("group", "variant", "task", "seed", "score"), "plot_ablation_bars")
     sweep = frame["lambda_wr"].notna() if "lambda_wr" in frame.columns else pd.Series(False, index=frame.index)
     groups = groups or list(dict.fromkeys(frame.loc[~sweep, "group"]))
     if not groups:
@@ -72,7 +66,7 @@ def plot_pareto(frame: pd.DataFrame, by: tuple[str, ...] = ("method", "student")
                 scale: float = 100.0, save_to: str | Path | None = None) -> Figure:
     """Score against parameters and against measured CPU latency; the Pareto front is drawn as a
     step line, error bars are std over seeds."""
-    _need(frame, (*by, "score", "params", "latency_ms"), "plot_pareto")
+    need_columns(frame, (*by, "score", "params", "latency_ms"), "plot_pareto")
     points = size_frame(frame, by)
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for ax, cost, label in ((axes[0], "params", "parameters (M)"), (axes[1], "latency_ms", "CPU latency (ms, batch 1, 1 thread)")):
@@ -90,7 +84,7 @@ def plot_pareto(frame: pd.DataFrame, by: tuple[str, ...] = ("method", "student")
 def plot_dynabert(frame: pd.DataFrame, scale: float = 100.0, save_to: str | Path | None = None) -> Figure:
     """Score against width multiplier, one line per depth multiplier, one panel per loss (and task);
     error bars = std over seeds."""
-    _need(frame, ("method", "task", "width", "depth", "seed", "score"), "plot_dynabert")
+    need_columns(frame, ("method", "task", "width", "depth", "seed", "score"), "plot_dynabert")
     panels = list(dict.fromkeys(zip(frame["task"], frame["method"])))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.3 * len(panels), 3.4), squeeze=False, sharey=True)
     for ax, (task, method) in zip(axes.flat, panels):

@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
 from ckdlab.results import pareto_front
+from ckdlab.viz.frames import need_columns
 
 KIND_COLOURS = {"teacher": "#444444", "transformer student": "#4c72b0", "BiLSTM": "#dd8452"}
 
@@ -27,13 +28,6 @@ def _save(fig: Figure, save_to: str | Path | None) -> Figure:
         fig.savefig(save_to, dpi=120)
     return fig
 
-
-def _need(frame: pd.DataFrame, columns: tuple[str, ...], what: str) -> None:
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise ValueError(f"{what} needs column(s) {missing}; the frame has {list(frame.columns)}")
-    if frame.empty:
-        raise ValueError(f"{what}: the frame is empty")
 
 
 def _box(ax, xy: tuple[float, float], text: str, colour: str, width: float = 2.6, height: float = 0.9) -> None:
@@ -83,7 +77,7 @@ def plot_method_diagram(teacher: str = "teacher", student: str = "BiLSTM", teach
 def plot_stage1_loss(log: pd.DataFrame, term: str = "sentence", window: int = 20, save_to: str | Path | None = None) -> Figure:
     """Stage 1's loss per step (thin) and its running mean over ``window`` steps (thick), with the
     learning rate on a second axis."""
-    _need(log, ("step", term), "plot_stage1_loss")
+    need_columns(log, ("step", term), "plot_stage1_loss")
     fig, ax = plt.subplots(figsize=(7.5, 3.2))
     values = log.set_index("step")[term]
     ax.plot(values.index, values.values, color="#dd8452", alpha=0.35, linewidth=0.8, label="per step")
@@ -101,7 +95,7 @@ def plot_stage1_loss(log: pd.DataFrame, term: str = "sentence", window: int = 20
 def plot_cosines(cosines: pd.DataFrame, save_to: str | Path | None = None) -> Figure:
     """Distribution of the cosine between estimated and true teacher sentence vectors on held-out
     sentences, one curve per model (:class:`~ckdlab.studies.bilstm_stage1.Approximation`)."""
-    _need(cosines, ("model", "cosine"), "plot_cosines")
+    need_columns(cosines, ("model", "cosine"), "plot_cosines")
     fig, ax = plt.subplots(figsize=(7.5, 3.2))
     low = max(-1.0, float(cosines["cosine"].quantile(0.005)) - 0.02)
     bins = np.linspace(low, 1.0, 60)
@@ -142,7 +136,7 @@ def plot_sentence_space(teacher: torch.Tensor, student: torch.Tensor, links: int
 def plot_score_latency(points: pd.DataFrame, scale: float = 100.0, save_to: str | Path | None = None) -> Figure:
     """Average dev score against CPU latency (batch 1, log scale) for every table row; the Pareto
     front (nothing both faster and better) is a step line; error bars are std over seeds."""
-    _need(points, ("student", "method", "score", "latency_ms", "kind"), "plot_score_latency")
+    need_columns(points, ("student", "method", "score", "latency_ms", "kind"), "plot_score_latency")
     fig, ax = plt.subplots(figsize=(8.5, 4.6))
     for kind, part in points.groupby("kind", sort=False):
         ax.errorbar(part["latency_ms"], part["score"] * scale, yerr=part.get("score_std", pd.Series(0, index=part.index)).fillna(0) * scale,
