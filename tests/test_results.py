@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -65,7 +66,15 @@ def test_atomic_writes_leave_nothing_half_written(tmp_path):
     with atomic_directory(tmp_path / "model") as tmp:
         (tmp / "weights").write_text("v2")
     assert (tmp_path / "model" / "weights").read_text() == "v2"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "model"]
+    # The folder gets the umask's permissions, not mkdtemp's owner-only 0700.
+    mask = os.umask(0o022)
+    try:
+        with atomic_directory(tmp_path / "perms" / "shared") as tmp:
+            (tmp / "weights").write_text("v1")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "perms" / "shared").stat().st_mode & 0o777 == 0o755
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "model", "perms"]
 
 
 def test_cli_table_and_info(tmp_path, capsys, monkeypatch):
