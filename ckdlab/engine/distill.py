@@ -299,6 +299,11 @@ class Distiller(Trainer):
         with torch.random.fork_rng(devices=[]):
             measured = measure(self.compute_terms, ({k: v.to(device) for k, v in b.items()} for b in batches), self.weights,
                                balanced, reference, params, scheme)
+        # The measurement batches are padded unlike the training batches: Grams memoised from them would
+        # differ in the last bit from those a resumed run computes, so the memos start empty.
+        for module in self.objectives.values():
+            if hasattr(module, "reset_memo"):
+                module.reset_memo()
         new = balanced_weights(measured, scheme, fraction)
         self.weights.update(new)
         self.balance_report = {"scheme": scheme, "fraction": fraction, "measured": measured, "weights": new}

@@ -104,6 +104,9 @@ class CKDObjective(nn.Module):
         options["memoize_teacher"] = bool(options.get("memoize_teacher", True)) and ctx.fixed_rows
         self.loss = CKDLoss(layer_map=ctx.layer_map, **options)
 
+    def reset_memo(self) -> None:
+        self.loss.reset_memo()
+
     def forward(self, teacher: ModelOutputs, student: ModelOutputs, batch: dict[str, torch.Tensor],
                 weights: Mapping[str, float] | None = None) -> dict[str, torch.Tensor]:
         own = None if weights is None else {term: float(weights.get(term, 0.0)) for term in CKD_TERMS}

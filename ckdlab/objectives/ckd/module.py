@@ -104,6 +104,11 @@ class CKDLoss(nn.Module):
         self.teacher_memo = TeacherGramMemo() if memoize_teacher else None
         self.threads = check_threads(threads)
 
+    def reset_memo(self) -> None:
+        """Forget the memoised teacher Grams (e.g. those a measurement pass computed in other batches)."""
+        if self.teacher_memo is not None:
+            self.teacher_memo = TeacherGramMemo()
+
     def _weights(self, weights: Mapping[str, float] | None) -> dict[str, float]:
         # The constructor's dict is public and may have been edited since: check it on every use.
         return checked_weights(self.weights if weights is None else weights)
