@@ -58,6 +58,10 @@ def main() -> None:
                 table = paired_differences(part, method, "KD", value=value, higher_is_better=higher)
                 for sentence in table.loc[table["task"] != "average", "sentence"] if not table.empty else []:
                     print(f"[teacher {teacher}, {value}] {sentence}")
+        if {"CKD loss 0.25", "CKD grad 0.25"} <= set(part["method"]):
+            table = paired_differences(part, "CKD loss 0.25", "CKD grad 0.25")
+            for sentence in table.loc[table["task"] != "average", "sentence"]:
+                print(f"[teacher {teacher}, score] {sentence}")
     norms = gradient_norms(Path(args.runs))
     if not norms.empty:
         print("\ngradient norm on the student encoder, mean over seeds (balance=grad, fraction 0.25)")
