@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 _CHILD = r"""
-import json, os, runpy, sys, traceback
+import json, os, runpy, signal, sys, traceback
 import ckdlab.api, ckdlab.engine.config  # noqa: F401  (the imports every child shares; not ckdlab.cli, run as __main__)
 
 answers = os.fdopen(int(sys.argv[1]), "w", buffering=1)
@@ -40,6 +40,9 @@ for line in sys.stdin:
         continue
     code = 1
     try:
+        # A command typed in a terminal gets Python's Ctrl-C handler; a test suite started in the
+        # background (nohup, '&' in a script) inherits SIGINT ignored, which a real user never has.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         os.chdir(request["cwd"])
         for name in request["unset"]:
             os.environ.pop(name, None)
