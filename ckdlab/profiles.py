@@ -26,7 +26,7 @@ from __future__ import annotations
 import copy
 import os
 from pathlib import Path
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import yaml
@@ -81,6 +81,15 @@ def profile_section(profile: dict[str, Any] | str, section: str) -> dict[str, An
     if section not in profile:
         raise ValueError(f"profile '{profile['name']}' has no '{section}' section; add one (see {PROFILE_DIR / 'quick.yaml'})")
     return profile[section]
+
+
+def study_settings(profile: str | os.PathLike | Mapping[str, Any], section: str) -> dict[str, Any]:
+    """A study's section of a profile as a fresh dict with the profile's ``name``; a mapping is taken
+    as the section itself (named "custom" unless it says otherwise)."""
+    if isinstance(profile, Mapping):
+        return {"name": "custom", **copy.deepcopy(dict(profile))}
+    full = load_profile(profile)
+    return dict(copy.deepcopy(profile_section(full, section)), name=full["name"])
 
 
 def profile_config(profile: dict[str, Any] | str, stage: str, task: str, **overrides: Any) -> TrainConfig:

@@ -28,7 +28,7 @@ from typing import Any
 
 from ckdlab.data.domains import FAMILIES, DomainPair, domain_pairs
 from ckdlab.engine import TrainConfig
-from ckdlab.profiles import PROFILE_DIR, load_profile
+from ckdlab.profiles import study_settings
 
 LIMIT_KEYS = ("train", "candidate_train", "source_dev", "unlabeled", "test")
 SECTION_KEYS = ("families", "base_model", "base_shrink", "max_removed", "candidates_per_source", "seed", "limits",
@@ -42,14 +42,7 @@ FAMILY_KEYS = ("pairs", "options", "base", "candidate", "limits")
 def load_amoc_settings(profile: str | os.PathLike | Mapping[str, Any] = "quick") -> dict[str, Any]:
     """The ``amoc`` section of a profile (``smoke`` | ``quick`` | ``paper`` or a YAML path) with the
     profile's ``name``, checked; a mapping is taken as the section itself."""
-    if isinstance(profile, Mapping):
-        settings = copy.deepcopy(dict(profile))
-        settings.setdefault("name", "custom")
-    else:
-        full = load_profile(profile)
-        if "amoc" not in full:
-            raise ValueError(f"profile {full['name']!r} has no amoc section; add one (see {PROFILE_DIR / 'quick.yaml'})")
-        settings = dict(copy.deepcopy(full["amoc"]), name=full["name"])
+    settings = study_settings(profile, "amoc")
     unknown = sorted(set(settings) - set(SECTION_KEYS) - {"name"})
     if unknown:
         raise ValueError(f"amoc settings: unknown key(s) {unknown}; valid keys are {list(SECTION_KEYS)}")

@@ -56,7 +56,7 @@ from ckdlab.engine import Distiller, KeepBest, TrainConfig, Trainer
 from ckdlab.engine.inference import predict_labels
 from ckdlab.engine.pretrain import pretrain_distill
 from ckdlab.models import add_classification_head, build_student, count_parameters, describe, load_backbone, set_embeddings_trainable
-from ckdlab.profiles import PROFILE_DIR, load_profile
+from ckdlab.profiles import PROFILE_DIR, study_settings
 from ckdlab.studies.zero_shot_tables import SETTING_LABELS, SETTINGS, average_column, retention_table, zero_shot_table
 from ckdlab.workspace import RunIdentity, record_run
 
@@ -150,14 +150,7 @@ def distill_on_source(
 def load_zero_shot_profile(profile: str | os.PathLike | Mapping[str, Any]) -> dict[str, Any]:
     """The ``zero_shot`` section of a profile (``smoke`` | ``quick`` | ``paper`` or a path to a profile
     YAML file), with the profile's ``name``; a dict is taken as the section itself."""
-    if isinstance(profile, Mapping):
-        values = copy.deepcopy(dict(profile))
-        values.setdefault("name", "custom")
-    else:
-        full = load_profile(profile)
-        if "zero_shot" not in full:
-            raise ValueError(f"profile {full['name']!r} has no zero_shot section; see {PROFILE_DIR / 'quick.yaml'}")
-        values = dict(copy.deepcopy(full["zero_shot"]), name=full["name"])
+    values = study_settings(profile, "zero_shot")
     required = ("teacher", "student", "languages", "teacher_finetune", "finetune", "distill", "pretrain")
     missing = [key for key in required if key not in values]
     if missing:
