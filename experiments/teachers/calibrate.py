@@ -11,7 +11,6 @@ times measured under load into alone-on-the-machine estimates.
 from __future__ import annotations
 
 import argparse
-import csv
 import time
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import torch
 from ckdlab.data import load_task
 from ckdlab.models import load_backbone
 
-from run_teacher import cpu_seconds, load_average
+from run_teacher import append_row, cpu_seconds, load_average
 
 HERE = Path(__file__).resolve().parent
 
@@ -59,13 +58,7 @@ def main() -> None:
     row = {"time": time.strftime("%Y-%m-%d %H:%M:%S"), "note": args.note, "threads": args.threads, "seq_len": args.seq_len, "bf16": args.bf16, "steps": args.steps,
            "wall_s_per_step": round(wall, 4), "cpu_s_per_step": round(cpu, 4), "utilisation": round(cpu / wall, 2),
            "load_start": load_start, "load_end": load_average()}
-    path = HERE / "calibration.csv"
-    new = not path.exists()
-    with path.open("a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(row))
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
+    append_row(HERE / "calibration.csv", row)
     print(row)
 
 

@@ -58,6 +58,16 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def append_row(path: Path, row: dict) -> None:
+    """One CSV row appended to ``path`` (the header first when the file is new)."""
+    new = not path.exists()
+    with path.open("a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
 def load_average() -> float:
     return float(Path("/proc/loadavg").read_text().split()[0])
 
@@ -161,13 +171,7 @@ def main() -> None:
         "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "load_start": load_start, "load_end": load_average(),
         "threads": args.threads,
     }
-    path = Path(args.csv)
-    new = not path.exists()
-    with path.open("a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(row))
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
+    append_row(Path(args.csv), row)
     print(json.dumps(row))
     # Each run leaves ~350 MB (best model + optimiser checkpoint); only intermediate stages are needed later.
     shutil.rmtree(out / "checkpoint", ignore_errors=True)
