@@ -66,7 +66,7 @@ def test_nli_head_to_binary_refuses_other_heads():
 
 def test_profile_config_leaves_the_intermediate_stage_out():
     config = profile_config("quick", "finetune", "rte")
-    assert config.train_limit == 2490 and config.epochs == 3 and config.group_by_length
+    assert config.train_limit == 2490 and config.epochs == 1 and config.group_by_length
     stage = stage_intermediate("quick", "finetune", "rte")
     assert stage["task"] == "mnli" and stage["train_limit"] == 9000 and stage["epochs"] == 1 and stage["head_init"] == "nli"
     assert stage["batch_size"] == 32  # the finetune defaults under it
