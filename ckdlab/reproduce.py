@@ -3,7 +3,8 @@
 Each notebook has a ``parameters`` cell (``profile = "quick"`` ...); papermill injects the
 profile and writes an executed copy under ``notebooks/executed/`` (a build product, not
 committed). While it runs, one line per notebook gives its expected time (from the last measured
-run, ``results/<profile>/notebook_times_<profile>.csv``), a bar counts its code cells and names the
+run, ``results/<profile>/notebook_times_<profile>.csv``; on a fresh checkout from the reference run
+shipped in ``notebooks/reference_times_<profile>.csv``, measured on a 2-core CPU), a bar counts its code cells and names the
 one running (redrawn every second on a terminal, so the elapsed time moves during a long cell),
 and a closing line gives its time, the total so far and the expected remainder. A failing cell
 stops the run with :class:`NotebookFailed`: notebook, cell, the error's one line, the path of the
@@ -25,7 +26,10 @@ import pandas as pd
 from ckdlab.io import atomic_write_frame
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
-TICK_SECONDS = 1.0  # redraw interval of the bar on a terminal (a log file only gets a line per cell)
+TICK_SECONDS = 1.0  # redraw interval of the bar on a terminal
+# A log file gets a line per cell, and one every HEARTBEAT_SECONDS while a long cell (a grid of runs) works,
+# so that `make reproduce > log` never looks hung.
+HEARTBEAT_SECONDS = 300.0
 
 
 def notebooks(only: Iterable[str] | None = None) -> list[Path]:
@@ -43,6 +47,12 @@ def timings_path(profile: str) -> Path:
     from ckdlab.workspace import results_dir
 
     return results_dir() / profile / f"notebook_times_{profile}.csv"
+
+
+def reference_times_path(profile: str) -> Path:
+    """The notebook times of a measured ``make reproduce`` shipped with the notebooks (2-core CPU), so that
+    a first run already knows what to expect."""
+    return NOTEBOOK_DIR / f"reference_times_{profile}.csv"
 
 
 def expected_seconds(profile: str, timings_csv: str | Path | None = None) -> dict[str, float]:
@@ -94,6 +104,13 @@ def duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
 
 
+def clock(seconds: float) -> str:
+    """``MM:SS``, or ``H:MM:SS`` from an hour on."""
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
+
+
 class NotebookFailed(RuntimeError):
     """A notebook stopped on an error: where, why (one line), and the partially executed copy."""
 
@@ -123,7 +140,8 @@ def _shown(path: Path) -> str:
 class CellProgress:
     """Progress over one notebook's code cells, fed by the notebook client's hooks. On a terminal: a
     bar naming the running cell, redrawn every :data:`TICK_SECONDS` so that the elapsed time moves
-    during long cells. Elsewhere (a log file): one line as each cell starts."""
+    during long cells. Elsewhere (a log file): one line as each cell starts, and one every
+    :data:`HEARTBEAT_SECONDS` while it runs."""
 
     def __init__(self, name: str, stream: TextIO) -> None:
         self.name, self.stream = name, stream
@@ -131,19 +149,26 @@ class CellProgress:
         self.source, self.done, self.total = "", 0, 0
         self.start = time.perf_counter()
         self.bar = None
+        self.label, self.last_line = "", time.perf_counter()
         self._stop = threading.Event()
-        self._ticker = None
         if getattr(stream, "isatty", lambda: False)():
             from tqdm import tqdm
 
             self.bar = tqdm(total=None, desc=f"  {name}", unit="cell", file=stream, leave=False, dynamic_ncols=True,
                             bar_format="{desc}: {n_fmt}/{total_fmt} cells |{bar:16}| {elapsed}{postfix}")
-            self._ticker = threading.Thread(target=self._tick, name=f"progress-{name}", daemon=True)
-            self._ticker.start()
+        self._ticker = threading.Thread(target=self._tick, name=f"progress-{name}", daemon=True)
+        self._ticker.start()
 
     def _tick(self) -> None:
-        while not self._stop.wait(TICK_SECONDS):
-            self.bar.refresh()
+        while not self._stop.wait(min(TICK_SECONDS, HEARTBEAT_SECONDS)):
+            if self.bar is not None:
+                self.bar.refresh()
+            elif self.label and time.perf_counter() - self.last_line >= HEARTBEAT_SECONDS:
+                self._line(f"{self.done}/{self.total} cells done, {clock(time.perf_counter() - self.start)} · still in {self.label}")
+
+    def _line(self, text: str) -> None:
+        self.last_line = time.perf_counter()
+        print(f"  {self.name}: {text}", file=self.stream, flush=True)
 
     def hooks(self) -> dict[str, Any]:
         """nbclient's hooks, passed through papermill to the notebook client."""
@@ -164,18 +189,18 @@ class CellProgress:
         if self.bar is not None:
             self.bar.set_postfix_str(label)
         else:
-            clock = time.strftime("%M:%S", time.gmtime(time.perf_counter() - self.start))
-            print(f"  {self.name}: {self.done}/{self.total} cells done, {clock} · {label}", file=self.stream, flush=True)
+            self._line(f"{self.done}/{self.total} cells done, {clock(time.perf_counter() - self.start)} · {label}")
+        self.label = label
 
     def cell_finished(self, cell: Any, cell_index: int, execute_reply: Any = None) -> None:
         self.done += 1
+        self.label = ""
         if self.bar is not None:
             self.bar.update(1)
 
     def close(self) -> None:
         self._stop.set()
-        if self._ticker is not None:
-            self._ticker.join()
+        self._ticker.join()
         if self.bar is not None:
             self.bar.close()
 
@@ -239,16 +264,19 @@ def run_notebooks(
     timings_csv = Path(timings_csv) if timings_csv else timings_path(profile)
     chosen = [Path(p) for p in paths] if paths is not None else notebooks(only)
     expected = expected_seconds(profile, timings_csv if timings_csv.exists() else None)
+    source = "last measured run"
+    if not expected and reference_times_path(profile).exists():
+        expected, source = expected_seconds(profile, reference_times_path(profile)), "reference run, 2-core CPU"
     names = [p.name for p in chosen]
     total_known = sum(expected.get(n, 0.0) for n in names)
     header = f"ckdlab notebooks: {len(chosen)} notebook{'s' * (len(chosen) > 1)}, profile {profile}"
-    header += f", last measured total ~{duration(total_known)}" if total_known else ", no earlier timing"
+    header += f", expected total ~{duration(total_known)} ({source})" if total_known else ", no earlier timing"
     print(f"{header}; executed copies in {_shown(out_dir)}", file=stream, flush=True)
     rows: list[dict[str, Any]] = []
     begin = time.perf_counter()
     for k, path in enumerate(chosen, start=1):
         tag = f"[{k}/{len(chosen)}] {path.stem}"
-        hint = f"expected ~{duration(expected[path.name])} (last measured run)" if path.name in expected else "no earlier timing"
+        hint = f"expected ~{duration(expected[path.name])} ({source})" if path.name in expected else "no earlier timing"
         print(f"{tag} · {hint}", file=stream, flush=True)
         output = out_dir / path.name
         started, start = _dt.datetime.now().astimezone(), time.perf_counter()

@@ -88,6 +88,33 @@ def test_progress_lines_timings_and_expected_times(tmp_path):
     assert list(merged["notebook"]) == ["01_first.ipynb", "02_second.ipynb"], "a partial run keeps the other rows"
 
 
+def test_a_log_file_hears_from_a_long_cell(tmp_path, monkeypatch):
+    monkeypatch.setattr(reproduce, "HEARTBEAT_SECONDS", 0.4)
+    slow = tiny_notebook(tmp_path / "nb", "01_slow", "import time\ntime.sleep(2.5)", "done = True")
+    printed = io.StringIO()
+    run_notebooks("smoke", paths=[slow], out_dir=tmp_path / "executed", stream=printed, report=False)
+    beats = re.findall(r"  01_slow: 2/4 cells done, \d\d:\d\d · still in In \[3\] import time", printed.getvalue())
+    assert len(beats) >= 2, printed.getvalue()
+    assert reproduce.clock(59) == "00:59" and reproduce.clock(3725) == "1:02:05"
+
+
+def test_a_fresh_checkout_expects_the_shipped_reference_times(tmp_path, monkeypatch):
+    first = tiny_notebook(tmp_path / "nb", "01_first", "a = 1")
+    reference = tmp_path / "reference_times_smoke.csv"
+    pd.DataFrame([{"notebook": "01_first.ipynb", "profile": "smoke", "seconds": 1500.0}]).to_csv(reference, index=False)
+    monkeypatch.setattr(reproduce, "reference_times_path", lambda profile: reference)
+    printed = io.StringIO()
+    run_notebooks("smoke", paths=[first], out_dir=tmp_path / "executed", stream=printed, report=False,
+                  timings_csv=tmp_path / "none_yet.csv")
+    text = printed.getvalue()
+    assert "profile smoke, expected total ~25.0 min (reference run, 2-core CPU)" in text
+    assert "[1/1] 01_first · expected ~25.0 min (reference run, 2-core CPU)" in text
+    again = io.StringIO()  # once this checkout has measured a run, its own times win
+    run_notebooks("smoke", paths=[first], out_dir=tmp_path / "executed", stream=again, report=False,
+                  timings_csv=tmp_path / "none_yet.csv")
+    assert "(last measured run)" in again.getvalue() and "reference" not in again.getvalue()
+
+
 def test_remaining_time_counts_known_and_unknown_notebooks():
     expected = {"a.ipynb": 120.0, "b.ipynb": 30.0}
     assert reproduce._remaining(["a.ipynb", "b.ipynb"], expected) == "expected remaining ~2.5 min (2 notebooks)"
