@@ -23,7 +23,7 @@ import pandas as pd
 from ckdlab.objectives.registry import REGISTRY, default_weights, parse_objective
 from ckdlab.profiles import load_profile, merge, profile_section
 from ckdlab.results import group_conclusions
-from ckdlab.studies.distillation import distill
+from ckdlab.studies.distillation import distill, grid_bar
 
 SWEEP_GROUP = "λ sweep"
 GRIDS = ("reduced", "full", "weighting")
@@ -148,8 +148,8 @@ def run_ablations(profile: str = "quick", grid: str = "reduced", tasks: Iterable
     for name, spec in grid_students(profile, grid).items():
         results = {
             (run.task, run.seed, run.label): distill(run.task, student=spec, student_name=name, method=run.label, profile=profile,
-                                                     seed=run.seed, resume=reuse, **run.options, **train)
-            for run in distinct_runs(cells)
+                                                     seed=run.seed, resume=reuse, **run.options, **{"progress": False, **train})
+            for run in grid_bar(distinct_runs(cells), desc=f"runs ({name})")
         }
         for run in cells:
             record = results[(run.task, run.seed, run.label)]

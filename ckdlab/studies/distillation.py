@@ -25,6 +25,7 @@ from typing import Any
 import pandas as pd
 import torch
 from accelerate import PartialState
+from tqdm.auto import tqdm
 from transformers import AutoConfig, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from ckdlab.data import TaskSpec, get_task, tokenize_dataset
@@ -400,16 +401,22 @@ def distill_grid(
 ) -> pd.DataFrame:
     """Every task x seed x student x method; ``methods`` maps a label to :func:`distill` keyword arguments
     (e.g. ``{"CKD + KD": {"objective": "ckd+kd"}}``; a ``tasks`` list limits a method to those tasks).
-    Returns a tidy frame, one row per run."""
+    One progress bar counts the runs (``progress=True`` adds each run's own bars). Returns a tidy frame,
+    one row per run."""
+    seeds = list(seeds)
+    jobs = [(task, seed, student_name, student_spec, method, {k: v for k, v in options.items() if k != "tasks"})
+            for task in tasks for seed in seeds for student_name, student_spec in students.items()
+            for method, options in methods.items() if task in options.get("tasks", [task])]
     rows = []
-    for task in tasks:
-        for seed in seeds:
-            for student_name, student_spec in students.items():
-                for method, options in methods.items():
-                    options = dict(options)
-                    if task not in options.pop("tasks", [task]):
-                        continue
-                    row = distill(task, student=student_spec, student_name=student_name, method=method, profile=profile,
-                                  seed=seed, **{**kwargs, **options})
-                    rows.append({k: row[k] for k in GRID_COLUMNS})
+    for task, seed, student_name, student_spec, method, options in (bar := grid_bar(jobs)):
+        bar.set_postfix_str(f"{task} · {student_name} · {method} · seed {seed}")
+        row = distill(task, student=student_spec, student_name=student_name, method=method, profile=profile,
+                      seed=seed, **{"progress": False, **kwargs, **options})
+        rows.append({k: row[k] for k in GRID_COLUMNS})
     return pd.DataFrame(rows)
+
+
+def grid_bar(jobs: list[Any], desc: str = "runs") -> tqdm:
+    """One bar over a grid's runs. The runs' own bars stay off: in a notebook each would leave a dead
+    widget behind, dozens per grid cell."""
+    return tqdm(jobs, desc=desc, unit="run", leave=False)
