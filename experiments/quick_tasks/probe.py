@@ -1,4 +1,4 @@
-"""Does a student learn a task at the quick profile's distillation sizes? One seed, both students, KD and CKD + KD.
+"""Does a student learn a task at quick sizes? KD and CKD + KD per student and seed (default: seed 0).
 
 Prints one JSON line per run (wall time, dev score) and appends it to ``results.csv`` beside this file;
 notebook 03's quick ``table_tasks`` were chosen from these rows (a task where every run stays at the
@@ -32,7 +32,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("tasks", nargs="+")
     parser.add_argument("--profile", default="quick")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, nargs="+", default=[0])
+    parser.add_argument("--students", default=None, help="comma-separated student names (default: the profile's)")
     parser.add_argument("--teacher", action="append", default=[], help="task=path of a fine-tuned teacher")
     parser.add_argument("--train", action="append", default=[], help="key=value training option over the profile's")
     parser.add_argument("--out", default="runs/probe", help="folder for the runs (not recorded in results/)")
@@ -40,19 +41,22 @@ def main() -> None:
     teachers = dict(item.split("=", 1) for item in args.teacher)
     train = {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.train)}
     students = load_profile(args.profile)["distill"]["students"]
+    if args.students:
+        students = {name: students[name] for name in args.students.split(",")}
     for task in args.tasks:
         teacher = teachers.get(task) or str(api.ensure_teacher(task, args.profile))
         budget = profile_config(args.profile, "distill", task).replace(**train)
-        for student_name, spec in students.items():
+        for seed, (student_name, spec) in ((seed, item) for seed in args.seed for item in students.items()):
             for method, objective in METHODS.items():
                 start = time.perf_counter()
                 record = api.distill(task, student=spec, objective=objective, profile=args.profile, method=method,
-                                     student_name=student_name, teacher=teacher, seed=args.seed, resume=False,
+                                     student_name=student_name, teacher=teacher, seed=seed, resume=False,
                                      record=False, progress=False, **train,
-                                     out_dir=f"{args.out}/{task}-{student_name}-{objective}-s{args.seed}")
-                row = {"task": task, "student": student_name, "method": method, "seed": args.seed,
+                                     out_dir=f"{args.out}/{task}-{student_name}-{objective}-s{seed}")
+                row = {"task": task, "student": student_name, "method": method, "seed": seed,
                        "train_limit": budget.train_limit, "epochs": budget.epochs,
-                       "score": round(record["score"], 4), "wall_s": round(time.perf_counter() - start, 1),
+                       "score": round(record["score"], 4),
+                       "centred_cos_gap": (record.get("metrics") or {}).get("fidelity.cos_gap_centred"), "wall_s": round(time.perf_counter() - start, 1),
                        "teacher": teacher}
                 print(json.dumps(row), flush=True)
                 old = pd.read_csv(RESULTS) if RESULTS.exists() else pd.DataFrame()
