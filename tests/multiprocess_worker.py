@@ -58,7 +58,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     os.environ["CKDLAB_RESULTS"] = str(args.out / "results")
-    train = {"batch_size": args.batch_size, "eval_batch_size": 16, "train_limit": 64, "dev_limit": 48, "epochs": 1}
+    # keep_checkpoint: the test compares the final checkpoints of one and two processes
+    train = {"batch_size": args.batch_size, "eval_batch_size": 16, "train_limit": 64, "dev_limit": 48, "epochs": 1,
+             "keep_checkpoint": True}
     common = dict(student=STUDENT, teacher=args.teacher, profile=PROFILE, seed=0, **train)
     summaries = {
         "finetune": finetune_teacher(TASK, profile=PROFILE, model=args.teacher, out_dir=args.out / "finetune", **train),

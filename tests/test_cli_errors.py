@@ -50,7 +50,8 @@ def session(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("cli")
     env = folders_env(root)
     cli = shared_cli()
-    teacher = cli.run(["finetune", "--task", "sst2", *SMOKE, "--out", root / "teacher"], env=env)
+    # --keep-checkpoint: broken_teacher_run makes copies of this run unfinished, which resume from the checkpoint
+    teacher = cli.run(["finetune", "--task", "sst2", *SMOKE, "--keep-checkpoint", "--out", root / "teacher"], env=env)
     assert teacher.code == 0, teacher.stderr
     student = cli.run([*STUDENT_RUN, "--teacher", root / "teacher" / "best", "--student", "layers:0,1",
                        "--out", root / "student-run"], env=env)

@@ -38,7 +38,7 @@ def test_profile_row_trains_end_to_end_and_checkpoints_the_bank(tmp_path):
     options = codir_method("smoke")
     assert parse_objective(options["objective"]) == ["codir", "kd"]
     row = api.distill("sst2", student=NARROW, student_name="narrow", method=METHOD, profile="smoke",
-                      out_dir=tmp_path / "run", **options)
+                      out_dir=tmp_path / "run", keep_checkpoint=True, **options)
     assert row["method"] == METHOD and row["objective"] == "codir+kd" and 0.0 <= row["score"] <= 1.0
     assert row["weights"]["codir"] == options["weights"]["codir"] > 0
     assert row["weights"]["ce"] == row["weights"]["kd"] == 0.5  # the official KD mixing
@@ -154,7 +154,7 @@ def test_cli_distills_codir_with_its_options(tmp_path, capsys):
 
     code = main(["distill", "--task", "mrpc", "--student", NARROW, "--objective", "codir+kd", "--profile", "smoke",
                  "--weights", "ce=0.5,kd=0.5,codir=0.2", "--objective-options", "pooling=mean,negatives=7,symmetric=true",
-                 "--max-steps", "2", "--out", str(tmp_path / "cli")])
+                 "--max-steps", "2", "--keep-checkpoint", "--out", str(tmp_path / "cli")])
     assert code == 0
     out = json.loads(capsys.readouterr().out)
     assert out["objective"] == "codir+kd" and out["weights"]["codir"] == 0.2

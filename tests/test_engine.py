@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 import torch
 
-from ckdlab.engine import NonFiniteLossError, TrainConfig, Trainer, finetune
+from ckdlab.engine import NonFiniteLossError, TrainConfig, Trainer, checkpoints, finetune
+from ckdlab.errors import UserError
 from ckdlab.profiles import load_profile, profile_config
 from ckdlab.models import load_backbone
 
@@ -33,6 +34,32 @@ def test_finetune_writes_model_logs_and_metrics(tmp_path):
     assert any((out / "tb").iterdir())
     reloaded, _ = load_backbone(out / "best", num_labels=2)
     assert reloaded.config.num_hidden_layers == 2
+
+
+def test_a_finished_run_keeps_its_loop_state_and_drops_its_checkpoint_unless_asked(tmp_path):
+    run(tmp_path, "dropped")
+    run(tmp_path, "kept", keep_checkpoint=True)
+    dropped, kept = tmp_path / "dropped", tmp_path / "kept"
+    assert not (dropped / "checkpoint").exists() and not list(dropped.glob(".checkpoint*"))
+    assert (kept / "checkpoint" / "optimizer.bin").exists() and not (kept / "final_state.json").exists()
+    # The same loop state either way (steps, best score, the loss weights used), read by one function.
+    assert checkpoints.final_state(dropped) == checkpoints.final_state(kept)
+    assert checkpoints.final_state(dropped)["global_step"] == 8
+    assert (dropped / "best" / "model.safetensors").exists()
+
+
+def test_an_unfinished_run_keeps_its_checkpoint_and_a_dropped_one_cannot_be_resumed(tmp_path):
+    config = TrainConfig(**SMALL)
+    model, tokenizer = load_backbone("tiny-random", num_labels=2)
+    partial = Trainer(model, tokenizer, "sst2", config, out_dir=tmp_path / "run").train(stop_after=3)
+    assert not partial["finished"] and (tmp_path / "run" / "checkpoint" / "trainer_state.json").exists()
+    model, tokenizer = load_backbone("tiny-random", num_labels=2)
+    assert Trainer(model, tokenizer, "sst2", config, out_dir=tmp_path / "run").train(resume=True)["finished"]
+    assert not (tmp_path / "run" / "checkpoint").exists()
+    # Resuming a finished run whose checkpoint is gone would silently train it again from step 0.
+    model, tokenizer = load_backbone("tiny-random", num_labels=2)
+    with pytest.raises(UserError, match=r"finished run whose checkpoint was dropped.*--no-resume"):
+        Trainer(model, tokenizer, "sst2", config, out_dir=tmp_path / "run").train(resume=True)
 
 
 def test_training_reduces_the_loss(tmp_path):

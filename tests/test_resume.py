@@ -20,7 +20,8 @@ from safetensors.torch import load_file
 from cli_process import folders_env, shared_cli
 
 STEPS = 16
-TRAIN = ["--profile", "smoke", "--batch-size", "4", "--eval-every", "5", "--save-every", "3"]
+# --keep-checkpoint: the final weights (not only best/) of two runs are compared
+TRAIN = ["--profile", "smoke", "--batch-size", "4", "--eval-every", "5", "--save-every", "3", "--keep-checkpoint"]
 FINETUNE = ["finetune", "--task", "sst2", *TRAIN]
 
 HOOK = """

@@ -15,6 +15,11 @@ one temporary folder, which the main process renames into place once all have wr
 
 A checkpoint that cannot be read (a truncated file, a corrupt ``trainer_state.json``) is a
 :class:`~ckdlab.errors.UserError` naming the file and saying that ``--no-resume`` starts afresh.
+
+When a run finishes, its checkpoint is only needed to resume it, which a finished run never does; the
+optimiser's two moments make it about three times the size of the model in ``best/`` (a quick
+``make reproduce`` kept about 20 GB of them). So by default (``TrainConfig.keep_checkpoint`` false)
+:func:`finish` keeps the loop state alone, as ``final_state.json``, and removes the checkpoint.
 """
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ from ckdlab.io import atomic_directory, atomic_write_json
 
 CHECKPOINT = "checkpoint"
 STATE_FILE = "trainer_state.json"
+FINAL_STATE = "final_state.json"
 STATE_KEYS = ("global_step", "epoch", "batches_into_epoch", "best_score", "best_step", "weights")
 
 
@@ -88,6 +94,30 @@ def save(accelerator: Any, out_dir: Path, loop_state: dict[str, Any]) -> Path:
     return path
 
 
+def finish(accelerator: Any, out_dir: Path, loop_state: dict[str, Any], keep_checkpoint: bool) -> Path:
+    """The end of a finished run (every process calls this): a checkpoint as usual when
+    ``keep_checkpoint``, otherwise ``final_state.json`` (the loop state: steps, best score, the
+    weights used) written atomically, then the checkpoint removed. Returns what holds the state."""
+    if keep_checkpoint:
+        return save(accelerator, out_dir, loop_state)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        # The state first: a crash between the two leaves a redundant checkpoint, never a run with neither.
+        atomic_write_json(out_dir / FINAL_STATE, loop_state)
+        shutil.rmtree(out_dir / CHECKPOINT, ignore_errors=True)
+        for stale in out_dir.glob(f".{CHECKPOINT}.*"):
+            shutil.rmtree(stale, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return out_dir / FINAL_STATE
+
+
+def final_state(out_dir: Path) -> dict[str, Any]:
+    """The loop state a run ended with: its checkpoint's, or ``final_state.json`` when the
+    checkpoint was dropped at the end (see :func:`finish`)."""
+    checkpoint = find_checkpoint(out_dir)
+    return read_state(checkpoint) if checkpoint is not None else read_state(out_dir, FINAL_STATE)
+
+
 def _replace_directory(source: Path, path: Path) -> None:
     """Put the complete folder ``source`` at ``path`` with the renames of :func:`ckdlab.io.atomic_directory`."""
     old = path.with_name(f".{path.name}.old")
@@ -105,9 +135,9 @@ def _unreadable(path: Path, reason: str) -> UserError:
     )
 
 
-def read_state(path: Path) -> dict[str, Any]:
-    """``trainer_state.json`` of the checkpoint ``path``, checked."""
-    state_file = path / STATE_FILE
+def read_state(path: Path, name: str = STATE_FILE) -> dict[str, Any]:
+    """``trainer_state.json`` of the checkpoint ``path`` (or the file ``name`` in ``path``), checked."""
+    state_file = path / name
     try:
         state = json.loads(state_file.read_text(encoding="utf-8"))
     except FileNotFoundError as err:

@@ -55,6 +55,8 @@ class TrainConfig:
     eval_every: int = option(0, "evaluate every N steps (0 = at the end of every epoch)")
     log_every: int = option(10, "log the loss terms every N steps")
     save_every: int = option(0, "checkpoint every N steps (0 = at the end only)")
+    keep_checkpoint: bool = option(False, "keep the checkpoint (optimiser, RNG) of a finished run; only an unfinished "
+                                          "run needs it to resume, and it is ~3x the model's size")
     seed: int = option(0, "seed of data order, subsets, initialisation and dropout")
     train_limit: int | None = option(None, "a seeded random subset of N training examples (default: all)")
     dev_limit: int | None = option(None, "a seeded random subset of N dev examples (default: all)")
@@ -87,7 +89,7 @@ class TrainConfig:
             value = getattr(self, name)
             _check(value is None or (_is_int(value) and value >= 1), name, value, "an integer >= 1 (or unset)")
         _check(self.mixed_precision in MIXED_PRECISION, "mixed_precision", self.mixed_precision, f"one of {MIXED_PRECISION}")
-        for name in ("group_by_length", "progress"):
+        for name in ("group_by_length", "progress", "keep_checkpoint"):
             _check(isinstance(getattr(self, name), bool), name, getattr(self, name), "true or false")
 
     def replace(self, **changes: Any) -> "TrainConfig":

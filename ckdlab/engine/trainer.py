@@ -7,8 +7,9 @@ What the loop does, in order: seeds everything; tokenises once (dynamic padding 
 AdamW with linear warm-up/decay (no decay on biases and LayerNorm); gradient clipping;
 evaluation every ``eval_every`` steps (or each epoch) with the best-on-dev model saved through
 ``save_pretrained``; a checkpoint (``accelerator.save_state`` + loop state) every ``save_every``
-steps and at the end, from which ``train(resume=True)`` continues after an interruption
-(written atomically, see :mod:`ckdlab.engine.checkpoints`); Ctrl-C finishes the current step,
+steps and when training stops early, from which ``train(resume=True)`` continues after an interruption
+(written atomically, see :mod:`ckdlab.engine.checkpoints`; a finished run keeps only its loop state
+unless ``keep_checkpoint``); Ctrl-C finishes the current step,
 checkpoints and raises :class:`~ckdlab.engine.interrupt.TrainingInterrupted`; tidy CSV and
 TensorBoard logs, created when training starts (building a trainer writes nothing to disk); a
 NaN/inf guard naming the loss term and step.
@@ -391,6 +392,12 @@ class Trainer:
             checkpoints.recover_run_folder(self.out_dir)
         self.accelerator.wait_for_everyone()
         path = checkpoints.find_checkpoint(self.out_dir)
+        if path is None and self.out_dir is not None and (self.out_dir / checkpoints.FINAL_STATE).exists():
+            raise UserError(
+                f"{self.out_dir} holds a finished run whose checkpoint was dropped at its end (keep_checkpoint false), so "
+                "there is nothing to resume: it is done. Use another --out for a new run, or --no-resume (resume=False) "
+                "to train this one again."
+            )
         if path is None:
             return False
         self.setup()
@@ -469,7 +476,7 @@ class Trainer:
         if finished and self.last_eval_step != self.global_step:
             last_metrics = self._maybe_evaluate(force=True)
         if self.out_dir is not None:
-            self.save_checkpoint()
+            checkpoints.finish(self.accelerator, self.out_dir, self._loop_state(), keep_checkpoint=self.config.keep_checkpoint or not finished)
         summary = {
             "task": self.task.name,
             "steps": self.global_step,

@@ -30,7 +30,8 @@ from transformers import AutoConfig, PretrainedConfig, PreTrainedModel, PreTrain
 
 from ckdlab.data import TaskSpec, get_task, tokenize_dataset
 from ckdlab.engine import Callback, DistillConfig, Distiller, TrainConfig
-from ckdlab.engine.trainer import STATE_FILE, task_splits
+from ckdlab.engine.checkpoints import final_state
+from ckdlab.engine.trainer import task_splits
 from ckdlab.errors import UserError, user_input
 from ckdlab.io import atomic_write_json
 from ckdlab.models import build_student, load_backbone, size_summary
@@ -358,7 +359,7 @@ def distill(
             return previous
         summary = json.loads((run.out_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
         size = json.loads((run.out_dir / "size.json").read_text(encoding="utf-8"))
-        weights_used = json.loads((run.out_dir / "checkpoint" / STATE_FILE).read_text(encoding="utf-8"))["weights"]
+        weights_used = final_state(run.out_dir)["weights"]
         balance_report = None
     else:
         with guard_new_run(run.out_dir, run.state, run.labels["existed"]):

@@ -41,7 +41,7 @@ from ckdlab.workspace.records import git_commit
 IDENTITY_FILE = "run.json"
 SUMMARY_FILE = "summary.json"
 # What ckdlab writes into a run folder; --no-resume removes these and nothing else.
-RUN_ENTRIES = (IDENTITY_FILE, SUMMARY_FILE, "best", "checkpoint", "best_metrics.json", "train_log.csv", "eval_log.csv",
+RUN_ENTRIES = (IDENTITY_FILE, SUMMARY_FILE, "best", "checkpoint", "final_state.json", "best_metrics.json", "train_log.csv", "eval_log.csv",
                "events.jsonl", "tb", "size.json", "width", "depth")
 
 

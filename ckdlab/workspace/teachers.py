@@ -55,7 +55,7 @@ from ckdlab.workspace.runs import (
 )
 
 # Training options that change logs and progress output, never the trained model.
-COSMETIC_OPTIONS = ("progress", "log_every", "save_every")
+COSMETIC_OPTIONS = ("progress", "log_every", "save_every", "keep_checkpoint")
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
