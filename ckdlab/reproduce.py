@@ -55,17 +55,23 @@ def reference_times_path(profile: str) -> Path:
     return NOTEBOOK_DIR / f"reference_times_{profile}.csv"
 
 
-def expected_seconds(profile: str, timings_csv: str | Path | None = None) -> dict[str, float]:
-    """Seconds each notebook took in its last measured run of ``profile`` ({} when none was measured).
-    Older checkouts kept the file directly in ``results/``; it is read when the new one is absent."""
+LAST_RUN, REFERENCE_RUN = "last measured run", "reference run, 2-core CPU"
+
+
+def expected_seconds(profile: str, timings_csv: str | Path | None = None) -> tuple[dict[str, float], str]:
+    """Seconds each notebook of ``profile`` took, and where they come from: the first that exists of
+    ``timings_csv``, the last measured run (``results/<profile>/``; older checkouts kept the file in
+    ``results/``) and the reference run shipped with the notebooks. ``({}, "")`` when none does."""
     from ckdlab.workspace import results_dir
 
-    candidates = [Path(timings_csv)] if timings_csv else [timings_path(profile), results_dir() / f"notebook_times_{profile}.csv"]
-    path = next((p for p in candidates if p.exists()), None)
-    if path is None:
-        return {}
-    frame = pd.read_csv(path)
-    return {str(row.notebook): float(row.seconds) for row in frame.itertuples()}
+    candidates = [(Path(timings_csv), LAST_RUN)] if timings_csv else []
+    candidates += [(timings_path(profile), LAST_RUN), (results_dir() / f"notebook_times_{profile}.csv", LAST_RUN),
+                   (reference_times_path(profile), REFERENCE_RUN)]
+    for path, source in candidates:
+        if path.exists():
+            frame = pd.read_csv(path)
+            return {str(row.notebook): float(row.seconds) for row in frame.itertuples()}, source
+    return {}, ""
 
 
 def parameter_warnings(path: str | Path) -> list[str]:
@@ -263,10 +269,7 @@ def run_notebooks(
     out_dir.mkdir(parents=True, exist_ok=True)
     timings_csv = Path(timings_csv) if timings_csv else timings_path(profile)
     chosen = [Path(p) for p in paths] if paths is not None else notebooks(only)
-    expected = expected_seconds(profile, timings_csv if timings_csv.exists() else None)
-    source = "last measured run"
-    if not expected and reference_times_path(profile).exists():
-        expected, source = expected_seconds(profile, reference_times_path(profile)), "reference run, 2-core CPU"
+    expected, source = expected_seconds(profile, timings_csv)
     names = [p.name for p in chosen]
     total_known = sum(expected.get(n, 0.0) for n in names)
     header = f"ckdlab notebooks: {len(chosen)} notebook{'s' * (len(chosen) > 1)}, profile {profile}"
