@@ -54,3 +54,18 @@ def test_default_folders_carry_the_identity_and_tables_pool_only_one_configurati
     assert any("left out 2 run(s) of older configurations" in str(w.message) for w in caught)
     tidy = result.tidy()
     assert set(tidy.loc[tidy["column"] == "sst2", "n"]) == {1}
+
+
+def test_the_weighting_scheme_is_part_of_a_run_only_when_it_weights_something(tmp_path):
+    """A KD run has no term the weighting sets, so --balance does not make it another run; CKD + KD has."""
+    kd = api.distill("sst2", student=STUDENT, objective="kd", out_dir=tmp_path / "kd", **SMALL)
+    again = api.distill("sst2", student=STUDENT, objective="kd", out_dir=tmp_path / "kd", balance="grad", **SMALL)
+    assert again["run_id"] == kd["run_id"] and len(_records()) == 1
+    ckd = api.distill("sst2", student=STUDENT, objective="ckd+kd", out_dir=tmp_path / "ckd", **SMALL)
+    with pytest.raises(UserError, match="balance"):
+        api.distill("sst2", student=STUDENT, objective="ckd+kd", out_dir=tmp_path / "ckd", balance="grad", **SMALL)
+    # Every CKD weight named: nothing is balanced, so the scheme is again not part of the run.
+    fixed = {"wr_pair": 1.0, "wr_triplet": 1.0, "ltr_pair": 1.0, "ltr_triplet": 1.0}
+    named = api.distill("sst2", student=STUDENT, objective="ckd+kd", weights=fixed, out_dir=tmp_path / "named", **SMALL)
+    assert api.distill("sst2", student=STUDENT, objective="ckd+kd", weights=fixed, out_dir=tmp_path / "named",
+                       balance="grad", **SMALL)["run_id"] == named["run_id"] != ckd["run_id"]

@@ -41,7 +41,8 @@ from ckdlab.models.precision import resolve_teacher_precision
 from ckdlab.models.students import parse_config_spec, select_layers
 from ckdlab.objectives.layer_map import resolve_layer_map
 from ckdlab.objectives.ckd_weights import official_to_ours
-from ckdlab.objectives.registry import BuildContext, build_objectives, check_options, default_weights, parse_objective, term_needs
+from ckdlab.objectives.registry import (REGISTRY, BuildContext, build_objectives, check_options, default_weights,
+                                       parse_objective, term_needs)
 from ckdlab.profiles import paper_configs, profile_config
 from ckdlab.studies.fidelity import fidelity_batch, fidelity_summary, relation_fidelity_table
 from ckdlab.workspace import (
@@ -271,12 +272,18 @@ def prepare_distillation(task: str, student: str, objective: str | None, weights
     if settings.weights == OFFICIAL:
         settings = settings.replace(weights=official_weights(spec.name, tokenizer, train, config, len(pairs), settings.objective_options))
     resolved_weights = {**default_weights(names), **(settings.weights or {})}
+    # The weighting scheme is part of a run only when the run has terms it sets (as the Distiller decides:
+    # a balanced objective's terms not named in --weights, with a non-zero weight); a KD run is the same
+    # run whatever --balance says.
+    balanced = [t for n in names if REGISTRY[n].balanced for t in REGISTRY[n].terms
+                if t not in (settings.weights or {}) and resolved_weights.get(t, 0.0) > 0]
     identity = RunIdentity("distill", config.seed, {
         "task": spec.name, "teacher": model_reference(teacher_path),
         "student": model_reference(student) if Path(student).exists() else student,
         "student_init": settings.student_init, "objective": "+".join(names), "weights": resolved_weights,
         "layer_map": [list(p) for p in pairs], "temperature": settings.temperature,
-        "objective_options": settings.objective_options, "balance": [settings.balance, settings.balance_fraction],
+        "objective_options": settings.objective_options,
+        **({"balance": [settings.balance, settings.balance_fraction]} if balanced else {}),
         "train": training_identity(config), "data": data_identity(spec.name, ("train", "dev"), data_dir),
         # Absent for a float32 teacher, so runs recorded before this option keep their identity.
         **({} if precision == "fp32" else {"teacher_precision": precision}),
