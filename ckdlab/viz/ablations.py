@@ -38,11 +38,13 @@ def plot_ablation_bars(frame: pd.DataFrame, groups: list[str] | None = None, sca
     for ax, group in zip(axes.flat, groups):
         part = frame[frame["group"] == group].assign(score=lambda f: f["score"] * scale)
         sns.barplot(data=part, x="task", y="score", hue="variant", errorbar="sd", capsize=0.1, ax=ax)
-        low = part["score"].min()
-        ax.set_ylim(max(0.0, low - 0.15 * (part["score"].max() - low + 1)), None)
+        low, high = part["score"].min(), part["score"].max()
+        bottom = max(0.0, low - 0.15 * (high - low + 1))
+        # Headroom above the tallest bar for the legend, so that it never covers a bar.
+        ax.set_ylim(bottom, high + 0.5 * (high - bottom + 1))
         ax.set_title(group)
         ax.set_ylabel(f"dev score ×{scale:g}")
-        ax.legend(fontsize=7, title=None)
+        ax.legend(fontsize=7, title=None, ncol=2, loc="upper center")
     for ax in list(axes.flat)[len(groups):]:
         ax.axis("off")
     return _save(fig, save_to)
