@@ -17,14 +17,18 @@ from ckdlab.studies import ablations as ab
 def test_reduced_quick_grid_expands_to_the_right_runs():
     cells = ab.expand_grid("quick", "reduced")
     assert {(c.group, c.variant) for c in cells} == {
+        ("weighting", "default"), ("weighting", "weights 1"), ("weighting", "official"), ("weighting", "balanced (grad)"),
+        ("weighting", "balanced (loss)"), ("weighting", "logit KD only"),
         ("relations", "WR + LTR"), ("relations", "WR only"), ("relations", "LTR only"),
         ("logit KD", "with KD"), ("logit KD", "without KD (CE)"),
     }
-    assert len(cells) == 1 * 2 * 5  # task x seeds x cells
+    assert len(cells) == 1 * 2 * 11  # task x seeds x cells
     distinct = ab.distinct_runs(cells)
-    assert len(distinct) == 2 * 4  # "with KD" is the default "WR + LTR"
+    assert len(distinct) == 2 * 9  # "WR + LTR" and "with KD" are the weighting group's "default"
     by_variant = {c.variant: c for c in cells if c.seed == 0}
-    assert by_variant["with KD"].label == by_variant["WR + LTR"].label == "relations: WR + LTR"
+    assert by_variant["with KD"].label == by_variant["WR + LTR"].label == by_variant["default"].label == "weighting: default"
+    assert by_variant["official"].options["weights"] == "official"
+    assert by_variant["logit KD only"].options["objective"] == "kd"
     # CKD weights not named are left to the default weighting; named ones are fixed
     assert by_variant["WR only"].options["weights"] == {"kd": 1.0, "ltr_pair": 0.0, "ltr_triplet": 0.0}
     assert by_variant["LTR only"].options["weights"]["wr_pair"] == 0.0
@@ -97,10 +101,10 @@ def test_runner_trains_each_distinct_configuration_once(monkeypatch):
 
     monkeypatch.setattr(ab, "distill", fake_distill)
     frame = ab.run_ablations("quick", "reduced", reuse=False)
-    assert len(calls) == len(set(calls)) == 8
-    assert len(frame) == 10
-    shared = frame[frame["label"] == "relations: WR + LTR"]
-    assert set(shared["variant"]) == {"WR + LTR", "with KD"}
+    assert len(calls) == len(set(calls)) == 18
+    assert len(frame) == 22
+    shared = frame[frame["label"] == "weighting: default"]
+    assert set(shared["variant"]) == {"default", "WR + LTR", "with KD"}
     assert (shared.groupby("seed")["score"].nunique() == 1).all()
 
 
