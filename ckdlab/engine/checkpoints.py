@@ -111,6 +111,17 @@ def finish(accelerator: Any, out_dir: Path, loop_state: dict[str, Any], keep_che
     return out_dir / FINAL_STATE
 
 
+def refuse_finished(out_dir: Path | None) -> None:
+    """A UserError when ``out_dir`` holds a finished run whose checkpoint was dropped: resuming it would
+    otherwise train it again from step 0 without a word."""
+    if out_dir is not None and (out_dir / FINAL_STATE).exists():
+        raise UserError(
+            f"{out_dir} holds a finished run whose checkpoint was dropped at its end (keep_checkpoint false), so "
+            "there is nothing to resume: it is done. Use another --out for a new run, or --no-resume (resume=False) "
+            "to train this one again."
+        )
+
+
 def final_state(out_dir: Path) -> dict[str, Any]:
     """The loop state a run ended with: its checkpoint's, or ``final_state.json`` when the
     checkpoint was dropped at the end (see :func:`finish`)."""

@@ -392,13 +392,8 @@ class Trainer:
             checkpoints.recover_run_folder(self.out_dir)
         self.accelerator.wait_for_everyone()
         path = checkpoints.find_checkpoint(self.out_dir)
-        if path is None and self.out_dir is not None and (self.out_dir / checkpoints.FINAL_STATE).exists():
-            raise UserError(
-                f"{self.out_dir} holds a finished run whose checkpoint was dropped at its end (keep_checkpoint false), so "
-                "there is nothing to resume: it is done. Use another --out for a new run, or --no-resume (resume=False) "
-                "to train this one again."
-            )
         if path is None:
+            checkpoints.refuse_finished(self.out_dir)
             return False
         self.setup()
         state = checkpoints.load(self.accelerator, path)
